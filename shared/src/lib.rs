@@ -1,0 +1,18 @@
+//! The IM data crate: everything the service needs that is not HTTP.
+//!
+//! - [`schema`]: the design's tables as data (names, keys, indexes, TTL): the one source of truth.
+//! - [`tables`]: the Tables port (DynamoDB semantics) and its embedded adapter on redb.
+//! - [`queue`]: the Queue port (SQS semantics) and its embedded adapter on redb.
+//! - [`service`]: the IM service, written once against the ports.
+//! - [`model`], [`ids`], [`error`]: what the service speaks in.
+
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod queue;
+pub mod schema;
+pub mod service;
+pub mod tables;
+pub mod time;
+
+pub use error::{Error, Result};

@@ -1,0 +1,287 @@
+//! Fan-out on write: putting a message (or a group event) into every recipient's inbox.
+//!
+//! A fan-out job is small and versioned: ids, never member lists. A job covers one page of a
+//! group's members; if there are more, it enqueues a job for the rest before it finishes, so no
+//! invocation has unbounded work. Every delivery is idempotent, so a redelivered job (queue
+//! at-least-once, a worker killed mid-job) only fills in what is missing.
+//!
+//! The outbox row written with a message is deleted when the last page is done; the sweeper
+//! re-enqueues rows older than the grace period, so a crash between the store write and the
+//! queue send loses nothing.
+
+use super::groups::MemberRow;
+use super::inbox::Payload;
+use super::*;
+use crate::ids::ConvKind;
+use crate::model::Message;
+use crate::queue::names::FANOUT;
+use crate::schema::{GROUP_RELATIONS, OUTBOX};
+use crate::tables::{Cond, Key, Query, TxOp, Update};
+use serde::Deserialize;
+use serde_json::Value;
+use std::time::Duration;
+
+const OUTBOX_SHARDS: u32 = 8;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct OutboxRow {
+    shard: String,
+    job_id: String,
+    conversation_id: String,
+    seq: i64,
+    created_at: i64,
+    enqueued_at: i64,
+}
+
+impl OutboxRow {
+    fn key_of(conversation_id: &str, seq: i64) -> Key {
+        // FNV-1a: a stable spread of conversations over the shards.
+        let h = conversation_id.bytes().fold(0x811c9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x01000193));
+        Key::pk_sk(format!("p{}", h % OUTBOX_SHARDS), format!("{conversation_id}/{seq:020}"))
+    }
+
+    pub fn for_message(m: &Message) -> Self {
+        let key = Self::key_of(&m.conversation_id, m.seq);
+        let (crate::tables::KeyVal::S(shard), Some(crate::tables::KeyVal::S(job_id))) = (key.pk, key.sk) else {
+            unreachable!("outbox keys are strings")
+        };
+        OutboxRow {
+            shard,
+            job_id,
+            conversation_id: m.conversation_id.clone(),
+            seq: m.seq,
+            created_at: m.send_time,
+            enqueued_at: m.send_time,
+        }
+    }
+
+    pub fn insert_op(&self) -> TxOp {
+        TxOp::put(&OUTBOX, to_item(self), Cond::NotExists)
+    }
+}
+
+/// A group event delivered through the queue (e.g. `group_updated`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventJob {
+    pub id: String,
+    pub kind: String,
+    pub body: Value,
+}
+
+/// The fan-out job's wire format (version 1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FanoutJob {
+    pub v: u32,
+    pub conversation_id: String,
+    /// The message to deliver, by its place in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventJob>,
+    /// Where in the member list this job starts (a cursor of the member query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+impl FanoutJob {
+    pub fn message(conversation_id: &str, seq: i64) -> Self {
+        FanoutJob { v: 1, conversation_id: conversation_id.to_string(), seq: Some(seq), event: None, after: None }
+    }
+
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("jobs serialize")
+    }
+}
+
+/// How the in-process worker consumes the fan-out queue.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub visibility: Duration,
+    pub wait: Duration,
+    /// The first retry's delay; it doubles with each receive, up to a minute.
+    pub retry_base: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            visibility: Duration::from_secs(30),
+            wait: Duration::from_secs(1),
+            retry_base: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Service {
+    /// Starts delivering a freshly stored message: a single chat inline (both inboxes before the
+    /// send returns), a group through the queue.
+    pub(crate) async fn start_fanout(&self, m: &Message) -> Result<()> {
+        let job = FanoutJob::message(&m.conversation_id, m.seq);
+        match Self::conv_kind(&m.conversation_id)? {
+            ConvKind::Single => self.handle_fanout_job(&job).await,
+            ConvKind::Group => {
+                if let Err(e) = self.queue.send_batch(FANOUT, vec![job.to_body()]).await {
+                    // The message is stored and its outbox row stays: the sweeper enqueues it.
+                    tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
+                        "could not enqueue fan-out; the outbox sweeper will retry");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) async fn outbox_pending(&self, m: &Message) -> Result<bool> {
+        Ok(self.tables.get(&OUTBOX, &OutboxRow::key_of(&m.conversation_id, m.seq)).await?.is_some())
+    }
+
+    /// Enqueues a group event for every member (best effort: the change it reports is
+    /// already committed and visible in the group itself).
+    pub(crate) async fn enqueue_group_event(&self, group_id: &str, kind: &str, body: Value) {
+        let job = FanoutJob {
+            v: 1,
+            conversation_id: group_id.to_string(),
+            seq: None,
+            event: Some(EventJob { id: ulid::Ulid::generate().to_string(), kind: kind.to_string(), body }),
+            after: None,
+        };
+        if let Err(e) = self.queue.send_batch(FANOUT, vec![job.to_body()]).await {
+            tracing::warn!(group_id, kind, error = %e, "could not enqueue a group event");
+        }
+    }
+
+    /// Handles one fan-out job body: the queue worker's (and the Lambda's) entry point.
+    pub async fn handle_fanout(&self, body: &str) -> Result<()> {
+        let job: FanoutJob =
+            serde_json::from_str(body).map_err(|e| Error::Internal(format!("malformed fan-out job: {e}")))?;
+        if job.v != 1 {
+            return Err(Error::Internal(format!("fan-out job version {} is not supported", job.v)));
+        }
+        self.handle_fanout_job(&job).await
+    }
+
+    async fn handle_fanout_job(&self, job: &FanoutJob) -> Result<()> {
+        let payload = match (&job.seq, &job.event) {
+            (Some(seq), None) => match self.message_at(&job.conversation_id, *seq).await? {
+                Some(m) => Payload::Message(m),
+                None => {
+                    return Err(Error::Internal(format!("fan-out of a missing message {}/{seq}", job.conversation_id)));
+                }
+            },
+            (None, Some(ev)) => Payload::Event {
+                id: ev.id.clone(),
+                kind: group_event_kind(&ev.kind)?,
+                conversation_id: Some(job.conversation_id.clone()),
+                body: ev.body.clone(),
+            },
+            _ => return Err(Error::Internal("fan-out job needs exactly one of seq and event".into())),
+        };
+        let (targets, rest) = match Self::conv_kind(&job.conversation_id)? {
+            ConvKind::Single => (self.require_meta(&job.conversation_id).await?.participants, None),
+            ConvKind::Group => {
+                let page = self
+                    .tables
+                    .query(
+                        Query::new(&GROUP_RELATIONS, job.conversation_id.as_str())
+                            .limit(self.cfg.fanout_page)
+                            .cursor(job.after.clone()),
+                    )
+                    .await?;
+                let members: Vec<MemberRow> = page.items.into_iter().map(from_item).collect::<Result<_>>()?;
+                // Members who joined after the message was sent see it in history, not in
+                // their inbox.
+                let targets = members
+                    .into_iter()
+                    .filter(|m| job.seq.is_none_or(|s| m.joined_seq < s))
+                    .map(|m| m.user_id)
+                    .collect();
+                (targets, page.cursor)
+            }
+        };
+        self.deliver_to(&targets, &payload).await?;
+        if let Some(after) = rest {
+            let next = FanoutJob { after: Some(after), ..job.clone() };
+            self.queue.send_batch(FANOUT, vec![next.to_body()]).await?;
+        } else if let Payload::Message(m) = &payload {
+            self.tables.delete(&OUTBOX, &OutboxRow::key_of(&m.conversation_id, m.seq), Cond::Always).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-enqueues fan-outs whose outbox row is older than the grace period (their job was
+    /// lost, or is very late: a duplicate job is harmless). Returns how many.
+    pub async fn sweep_outbox(&self) -> Result<usize> {
+        let now = crate::time::now_ms();
+        let mut n = 0;
+        for shard in 0..OUTBOX_SHARDS {
+            let mut cursor = None;
+            loop {
+                let page =
+                    self.tables.query(Query::new(&OUTBOX, format!("p{shard}")).limit(200).cursor(cursor)).await?;
+                for item in page.items {
+                    let row: OutboxRow = from_item(item)?;
+                    if row.enqueued_at > now - self.cfg.outbox_grace_ms {
+                        continue;
+                    }
+                    tracing::info!(conversation_id = %row.conversation_id, seq = row.seq, "re-enqueueing an unfinished fan-out");
+                    let job = FanoutJob::message(&row.conversation_id, row.seq);
+                    self.queue.send_batch(FANOUT, vec![job.to_body()]).await?;
+                    let key = OutboxRow::key_of(&row.conversation_id, row.seq);
+                    // Exists: the fan-out may have finished meanwhile; then there is nothing to touch.
+                    match self.tables.update(&OUTBOX, &key, Update::new().set("enqueued_at", now), Cond::Exists).await {
+                        Ok(_) => {}
+                        Err(e) if e.is_conflict() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    n += 1;
+                }
+                match page.cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Consumes the fan-out queue until `stop` is set: each job is acknowledged when done, and
+    /// made visible again with exponential backoff when it fails; the queue dead-letters it
+    /// after its configured number of receives.
+    pub async fn run_fanout_worker(self: Arc<Self>, cfg: WorkerConfig, stop: tokio::sync::watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            let batch = match self.queue.receive(FANOUT, 10, cfg.visibility, cfg.wait).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fan-out worker could not receive; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            for d in batch {
+                match self.handle_fanout(&d.body).await {
+                    Ok(()) => {
+                        if let Err(e) = self.queue.ack(FANOUT, &d.receipt).await {
+                            tracing::warn!(error = %e, "could not acknowledge a finished fan-out job; it will run again harmlessly");
+                        }
+                    }
+                    Err(e) => {
+                        let delay = (cfg.retry_base * 2u32.saturating_pow(d.receive_count.saturating_sub(1).min(6)))
+                            .min(Duration::from_secs(60));
+                        tracing::warn!(job = %d.body, receives = d.receive_count, error = %e, retry_in_ms = delay.as_millis() as u64,
+                            "fan-out job failed; it will be retried");
+                        if let Err(e) = self.queue.retry_after(FANOUT, &d.receipt, delay).await {
+                            tracing::warn!(error = %e, "could not delay a failed job; it reappears after its visibility timeout");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Group events that may travel through the queue.
+fn group_event_kind(kind: &str) -> Result<&'static str> {
+    match kind {
+        "group_updated" => Ok("group_updated"),
+        other => Err(Error::Internal(format!("unknown group event {other}"))),
+    }
+}

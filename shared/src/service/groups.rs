@@ -1,0 +1,517 @@
+//! Groups: roles (owner, admin, member), join policies and join requests, membership.
+//!
+//! Membership rows and the group's `member_count` change in one transaction, with the limit on
+//! members as its condition. The meta row keeps the list of admins (so a join request can be
+//! announced to them without scanning the members), updated under the row's `version`.
+
+use super::inbox::Payload;
+use super::messages::MetaRow;
+use super::*;
+use crate::ids::{char_len, new_group_id, validate_group_id, validate_user_id};
+use crate::model::{Group, JoinOutcome, JoinPolicy, JoinRequest, List, Member, Role};
+use crate::schema::{CONVERSATIONS, GROUP_RELATIONS, GROUP_RELATIONS_BY_USER, JOIN_REQUESTS, META};
+use crate::tables::{Cond, Key, Query, TxOp, Update};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MemberRow {
+    pub group_id: String,
+    pub user_id: String,
+    pub role: Role,
+    pub joined_at: i64,
+    /// The group's last seq when the member joined: later messages reach their inbox.
+    pub joined_seq: i64,
+}
+
+impl From<MemberRow> for Member {
+    fn from(m: MemberRow) -> Self {
+        Member { user_id: m.user_id, role: m.role, joined_at: m.joined_at }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JoinRequestRow {
+    group_id: String,
+    user_id: String,
+    message: Option<String>,
+    created_at: i64,
+}
+
+impl From<JoinRequestRow> for JoinRequest {
+    fn from(r: JoinRequestRow) -> Self {
+        JoinRequest {
+            group_id: r.group_id,
+            user_id: r.user_id,
+            message: r.message,
+            created_at: r.created_at,
+            status: "pending".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreateGroupInput {
+    pub name: String,
+    pub description: Option<String>,
+    pub join_policy: JoinPolicy,
+    pub members: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct UpdateGroupInput {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub join_policy: Option<JoinPolicy>,
+}
+
+fn check_group_name(name: &str) -> Result<()> {
+    let n = char_len(name);
+    if n == 0 || n > 100 || name.trim().is_empty() {
+        return Err(Error::invalid("name must be 1-100 characters and not blank"));
+    }
+    Ok(())
+}
+
+fn group_view(m: MetaRow) -> Group {
+    Group {
+        group_id: m.timeline_id,
+        name: m.name.unwrap_or_default(),
+        description: m.description.unwrap_or_default(),
+        owner: m.owner.unwrap_or_default(),
+        join_policy: m.join_policy.unwrap_or(JoinPolicy::Open),
+        member_count: m.member_count,
+        created_at: m.created_at,
+    }
+}
+
+impl Service {
+    async fn require_group(&self, group_id: &str) -> Result<MetaRow> {
+        validate_group_id(group_id)?;
+        match self.find_meta(group_id).await? {
+            Some(m) if m.kind == "group" => Ok(m),
+            _ => Err(Error::not_found(format!("group {group_id} not found"))),
+        }
+    }
+
+    async fn member_row(&self, group_id: &str, user: &str) -> Result<Option<MemberRow>> {
+        opt_from_item(self.tables.get(&GROUP_RELATIONS, &Key::pk_sk(group_id, user)).await?)
+    }
+
+    /// The caller's membership, if their role is at least `min`; else `403`.
+    async fn require_role(&self, group_id: &str, caller: &str, min: Role) -> Result<MemberRow> {
+        match self.member_row(group_id, caller).await? {
+            Some(m) if m.role >= min => Ok(m),
+            Some(_) => Err(Error::denied(match min {
+                Role::Owner => "only the group's owner may do this",
+                _ => "only the group's owner or an admin may do this",
+            })),
+            None => Err(Error::denied("you are not a member of this group")),
+        }
+    }
+
+    /// Writes that add `user` to the group: the member row, the count (within the limit), and
+    /// the conversation summary.
+    async fn add_member_ops(&self, meta: &MetaRow, user: &str, role: Role, now: i64) -> Result<(MemberRow, Vec<TxOp>)> {
+        let row = MemberRow {
+            group_id: meta.timeline_id.clone(),
+            user_id: user.into(),
+            role,
+            joined_at: now,
+            joined_seq: meta.last_seq,
+        };
+        let mut ops = vec![
+            TxOp::put(&GROUP_RELATIONS, to_item(&row), Cond::NotExists),
+            TxOp::update(
+                &META,
+                Key::pk(meta.timeline_id.as_str()),
+                Update::new().add("member_count", 1),
+                Cond::LessThan("member_count".into(), self.cfg.max_group_members),
+            ),
+        ];
+        // A stale summary of an earlier membership is replaced: unread starts afresh.
+        let stale = self.summaries_of(&[user.to_string()], &meta.timeline_id).await?.remove(0).map(|s| s.version);
+        let summary = super::conversations::SummaryRow::new(user, &meta.timeline_id, None, meta.last_seq, now);
+        ops.push(super::conversations::SummaryRow::write_op(summary, stale));
+        Ok((row, ops))
+    }
+
+    /// Writes that remove a member: the row, the count, the admin list, the summary.
+    fn remove_member_ops(meta: &MetaRow, member: &MemberRow) -> Vec<TxOp> {
+        let gid = meta.timeline_id.as_str();
+        let mut update = Update::new().add("member_count", -1);
+        let mut cond = Cond::Exists;
+        if member.role == Role::Admin {
+            let admins: Vec<&String> = meta.admins.iter().filter(|a| **a != member.user_id).collect();
+            update = update.set("admins", json!(admins)).set("version", meta.version + 1);
+            cond = Cond::equals("version", meta.version);
+        }
+        vec![
+            TxOp::delete(&GROUP_RELATIONS, Key::pk_sk(gid, member.user_id.as_str()), Cond::Exists),
+            TxOp::update(&META, Key::pk(gid), update, cond),
+            TxOp::delete(&CONVERSATIONS, Key::pk_sk(member.user_id.as_str(), gid), Cond::Always),
+        ]
+    }
+
+    /// Best-effort notices: the change is committed; a lost notice is logged.
+    async fn notify(&self, users: &[String], payload: Payload) {
+        if let Err(e) = self.deliver_to(users, &payload).await {
+            tracing::warn!(error = %e, "could not deliver a group notice");
+        }
+    }
+
+    /// `POST /v1/groups`.
+    pub async fn create_group(&self, caller: &str, input: CreateGroupInput) -> Result<Group> {
+        check_group_name(&input.name)?;
+        check_len("description", &input.description, 1000)?;
+        let mut members: Vec<String> = Vec::new();
+        for m in input.members.unwrap_or_default() {
+            validate_user_id(&m)?;
+            if m != caller && !members.contains(&m) {
+                members.push(m);
+            }
+        }
+        if members.len() > self.cfg.max_create_members {
+            return Err(Error::invalid(format!(
+                "at most {} members may be named at creation; others can join afterwards",
+                self.cfg.max_create_members
+            )));
+        }
+        self.require_caller(caller).await?;
+        let names = self.names_of(&members).await?;
+        if let Some(missing) = members.iter().find(|m| !names.contains_key(*m)) {
+            return Err(Error::not_found(format!("user {missing} not found")));
+        }
+        let now = crate::time::now_ms();
+        let group_id = new_group_id();
+        let meta = MetaRow {
+            timeline_id: group_id.clone(),
+            kind: "group".into(),
+            name: Some(input.name),
+            description: Some(input.description.unwrap_or_default()),
+            owner: Some(caller.into()),
+            join_policy: Some(input.join_policy),
+            member_count: members.len() as i64 + 1,
+            created_at: now,
+            ..Default::default()
+        };
+        let mut ops = vec![TxOp::put(&META, to_item(&meta), Cond::NotExists)];
+        let everyone: Vec<String> = std::iter::once(caller.to_string()).chain(members.iter().cloned()).collect();
+        for (i, user) in everyone.iter().enumerate() {
+            let role = if i == 0 { Role::Owner } else { Role::Member };
+            let row =
+                MemberRow { group_id: group_id.clone(), user_id: user.clone(), role, joined_at: now, joined_seq: 0 };
+            ops.push(TxOp::put(&GROUP_RELATIONS, to_item(&row), Cond::NotExists));
+            let summary = super::conversations::SummaryRow::new(user, &group_id, None, 0, now);
+            ops.push(super::conversations::SummaryRow::write_op(summary, None));
+        }
+        self.tables.transact(ops).await?;
+        tracing::info!(group_id, owner = caller, members = everyone.len(), "group created");
+        self.notify(&everyone, Payload::event("group_joined", Some(group_id.clone()), json!({"group_id": group_id})))
+            .await;
+        Ok(group_view(meta))
+    }
+
+    /// `GET /v1/groups/{id}`: visible to any signed-in user.
+    pub async fn get_group(&self, group_id: &str) -> Result<Group> {
+        Ok(group_view(self.require_group(group_id).await?))
+    }
+
+    /// `PATCH /v1/groups/{id}`: owner or admin.
+    pub async fn update_group(&self, caller: &str, group_id: &str, input: UpdateGroupInput) -> Result<Group> {
+        if let Some(n) = &input.name {
+            check_group_name(n)?;
+        }
+        check_len("description", &input.description, 1000)?;
+        if input.name.is_none() && input.description.is_none() && input.join_policy.is_none() {
+            return Err(Error::invalid("nothing to change: give name, description or join_policy"));
+        }
+        self.require_group(group_id).await?;
+        self.require_role(group_id, caller, Role::Admin).await?;
+        let mut backoff = Backoff::new();
+        loop {
+            let meta = self.require_group(group_id).await?;
+            let mut update = Update::new().set("version", meta.version + 1);
+            if let Some(n) = &input.name {
+                update = update.set("name", n.as_str());
+            }
+            if let Some(d) = &input.description {
+                update = update.set("description", d.as_str());
+            }
+            if let Some(p) = input.join_policy {
+                update = update.set("join_policy", serde_json::to_value(p).unwrap_or_default());
+            }
+            match self.tables.update(&META, &Key::pk(group_id), update, Cond::equals("version", meta.version)).await {
+                Ok(item) => {
+                    let group = group_view(from_item(item)?);
+                    self.enqueue_group_event(group_id, "group_updated", json!({"group": group})).await;
+                    return Ok(group);
+                }
+                Err(e) if e.is_conflict() => backoff.wait("group update").await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// `POST /v1/groups/{id}/join`.
+    pub async fn join_group(&self, caller: &str, group_id: &str, message: Option<String>) -> Result<JoinOutcome> {
+        check_len("message", &message, 500)?;
+        let meta = self.require_group(group_id).await?;
+        self.require_caller(caller).await?;
+        if self.member_row(group_id, caller).await?.is_some() {
+            return Err(Error::conflict("you are already a member of this group"));
+        }
+        match meta.join_policy.unwrap_or(JoinPolicy::Open) {
+            JoinPolicy::Open => self.admit(group_id, caller, None).await.map(JoinOutcome::Joined),
+            JoinPolicy::Approval => {
+                let row = JoinRequestRow {
+                    group_id: group_id.into(),
+                    user_id: caller.into(),
+                    message,
+                    created_at: crate::time::now_ms(),
+                };
+                let ops = vec![
+                    TxOp::put(&JOIN_REQUESTS, to_item(&row), Cond::NotExists),
+                    TxOp::check(&GROUP_RELATIONS, Key::pk_sk(group_id, caller), Cond::NotExists),
+                ];
+                match self.tables.transact(ops).await {
+                    Ok(()) => {}
+                    Err(e) => match conflict_at(&e) {
+                        Some(Some(1)) => return Err(Error::conflict("you are already a member of this group")),
+                        Some(_) => return Err(Error::conflict("your request to join is already pending")),
+                        None => return Err(e.into()),
+                    },
+                }
+                let request: JoinRequest = row.into();
+                let deciders: Vec<String> = meta.owner.iter().chain(meta.admins.iter()).cloned().collect();
+                self.notify(
+                    &deciders,
+                    Payload::event(
+                        "join_request",
+                        Some(group_id.into()),
+                        serde_json::to_value(&request).unwrap_or_default(),
+                    ),
+                )
+                .await;
+                Ok(JoinOutcome::Pending(request))
+            }
+        }
+    }
+
+    /// Makes `user` a member, consuming their join request when `request` is set.
+    async fn admit(&self, group_id: &str, user: &str, request: Option<()>) -> Result<Member> {
+        let mut backoff = Backoff::new();
+        loop {
+            let meta = self.require_group(group_id).await?;
+            let (row, mut ops) = self.add_member_ops(&meta, user, Role::Member, crate::time::now_ms()).await?;
+            if request.is_some() {
+                ops.push(TxOp::delete(&JOIN_REQUESTS, Key::pk_sk(group_id, user), Cond::Exists));
+            }
+            match self.tables.transact(ops).await {
+                Ok(()) => {
+                    tracing::info!(group_id, user, "member joined");
+                    self.notify(
+                        &[user.to_string()],
+                        Payload::event("group_joined", Some(group_id.into()), json!({"group_id": group_id})),
+                    )
+                    .await;
+                    return Ok(row.into());
+                }
+                Err(e) => match conflict_at(&e) {
+                    Some(Some(0)) => return Err(Error::conflict(format!("{user} is already a member of this group"))),
+                    Some(Some(1)) => {
+                        if self.require_group(group_id).await?.member_count >= self.cfg.max_group_members {
+                            return Err(Error::conflict(format!(
+                                "the group is full ({} members)",
+                                self.cfg.max_group_members
+                            )));
+                        }
+                        backoff.wait("group membership").await?
+                    }
+                    Some(Some(3)) => return Err(Error::not_found(format!("no pending join request from {user}"))),
+                    Some(_) => backoff.wait("group membership").await?,
+                    None => return Err(e.into()),
+                },
+            }
+        }
+    }
+
+    /// `GET /v1/groups/{id}/join-requests`: owner or admin.
+    pub async fn list_join_requests(
+        &self,
+        caller: &str,
+        group_id: &str,
+        limit: Option<i64>,
+        cursor: Option<String>,
+    ) -> Result<List<JoinRequest>> {
+        let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
+        self.require_group(group_id).await?;
+        self.require_role(group_id, caller, Role::Admin).await?;
+        let page = self.tables.query(Query::new(&JOIN_REQUESTS, group_id).limit(limit).cursor(cursor)).await?;
+        let items =
+            page.items.into_iter().map(|i| from_item::<JoinRequestRow>(i).map(Into::into)).collect::<Result<_>>()?;
+        Ok(List { items, next_cursor: page.cursor })
+    }
+
+    /// `POST /v1/groups/{id}/join-requests/{user}/accept`: owner or admin.
+    pub async fn accept_join(&self, caller: &str, group_id: &str, user: &str) -> Result<Member> {
+        validate_user_id(user)?;
+        self.require_group(group_id).await?;
+        self.require_role(group_id, caller, Role::Admin).await?;
+        if self.tables.get(&JOIN_REQUESTS, &Key::pk_sk(group_id, user)).await?.is_none() {
+            return Err(Error::not_found(format!("no pending join request from {user}")));
+        }
+        self.admit(group_id, user, Some(())).await
+    }
+
+    /// `POST /v1/groups/{id}/join-requests/{user}/reject`: owner or admin.
+    pub async fn reject_join(&self, caller: &str, group_id: &str, user: &str) -> Result<()> {
+        validate_user_id(user)?;
+        self.require_group(group_id).await?;
+        self.require_role(group_id, caller, Role::Admin).await?;
+        match self.tables.delete(&JOIN_REQUESTS, &Key::pk_sk(group_id, user), Cond::Exists).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Err(Error::not_found(format!("no pending join request from {user}"))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a member (the caller leaving, or being removed).
+    async fn drop_member(
+        &self,
+        group_id: &str,
+        user: &str,
+        reason: &str,
+        check: impl Fn(&MetaRow, &MemberRow) -> Result<()>,
+    ) -> Result<()> {
+        let mut backoff = Backoff::new();
+        loop {
+            let meta = self.require_group(group_id).await?;
+            let Some(member) = self.member_row(group_id, user).await? else {
+                return Err(Error::not_found(format!("{user} is not a member of this group")));
+            };
+            check(&meta, &member)?;
+            match self.tables.transact(Self::remove_member_ops(&meta, &member)).await {
+                Ok(()) => {
+                    tracing::info!(group_id, user, reason, "member left");
+                    self.notify(
+                        &[user.to_string()],
+                        Payload::event(
+                            "group_left",
+                            Some(group_id.into()),
+                            json!({"group_id": group_id, "reason": reason}),
+                        ),
+                    )
+                    .await;
+                    return Ok(());
+                }
+                Err(e) if e.is_conflict() => backoff.wait("group membership").await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// `POST /v1/groups/{id}/leave`. The owner cannot leave while others remain.
+    pub async fn leave_group(&self, caller: &str, group_id: &str) -> Result<()> {
+        self.drop_member(group_id, caller, "left", |meta, member| {
+            if member.role == Role::Owner && meta.member_count > 1 {
+                return Err(Error::conflict("the owner cannot leave while other members remain"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// `DELETE /v1/groups/{id}/members/{user}`: owner or admin; only the owner removes admins;
+    /// nobody removes the owner.
+    pub async fn remove_member(&self, caller: &str, group_id: &str, user: &str) -> Result<()> {
+        validate_user_id(user)?;
+        self.require_group(group_id).await?;
+        let me = self.require_role(group_id, caller, Role::Admin).await?;
+        if user == caller {
+            return Err(Error::invalid("to leave a group, use POST /v1/groups/{group_id}/leave"));
+        }
+        self.drop_member(group_id, user, "removed", |_, target| {
+            if target.role >= me.role {
+                return Err(Error::denied("you may only remove members below your own role"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// `PUT /v1/groups/{id}/members/{user}/role`: owner only.
+    pub async fn set_role(&self, caller: &str, group_id: &str, user: &str, role: Role) -> Result<Member> {
+        validate_user_id(user)?;
+        if role == Role::Owner {
+            return Err(Error::invalid("role must be \"admin\" or \"member\""));
+        }
+        self.require_group(group_id).await?;
+        self.require_role(group_id, caller, Role::Owner).await?;
+        let mut backoff = Backoff::new();
+        loop {
+            let meta = self.require_group(group_id).await?;
+            let Some(mut member) = self.member_row(group_id, user).await? else {
+                return Err(Error::not_found(format!("{user} is not a member of this group")));
+            };
+            if member.role == Role::Owner {
+                return Err(Error::conflict("the owner's role cannot be changed"));
+            }
+            member.role = role;
+            let mut admins: Vec<String> = meta.admins.iter().filter(|a| *a != user).cloned().collect();
+            if role == Role::Admin {
+                admins.push(user.to_string());
+            }
+            let ops = vec![
+                TxOp::put(&GROUP_RELATIONS, to_item(&member), Cond::Exists),
+                TxOp::update(
+                    &META,
+                    Key::pk(group_id),
+                    Update::new().set("admins", json!(admins)).set("version", meta.version + 1),
+                    Cond::equals("version", meta.version),
+                ),
+            ];
+            match self.tables.transact(ops).await {
+                Ok(()) => return Ok(member.into()),
+                Err(e) if e.is_conflict() => backoff.wait("role change").await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// `GET /v1/groups/{id}/members`: members only.
+    pub async fn list_members(
+        &self,
+        caller: &str,
+        group_id: &str,
+        limit: Option<i64>,
+        cursor: Option<String>,
+    ) -> Result<List<Member>> {
+        let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
+        self.require_group(group_id).await?;
+        self.require_role(group_id, caller, Role::Member).await?;
+        let page = self.tables.query(Query::new(&GROUP_RELATIONS, group_id).limit(limit).cursor(cursor)).await?;
+        let items = page.items.into_iter().map(|i| from_item::<MemberRow>(i).map(Into::into)).collect::<Result<_>>()?;
+        Ok(List { items, next_cursor: page.cursor })
+    }
+
+    /// `GET /v1/me/groups`.
+    pub async fn my_groups(&self, caller: &str, limit: Option<i64>, cursor: Option<String>) -> Result<List<Group>> {
+        let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
+        let page = self
+            .tables
+            .query(Query::new(&GROUP_RELATIONS, caller).index(GROUP_RELATIONS_BY_USER).limit(limit).cursor(cursor))
+            .await?;
+        let keys: Vec<Key> =
+            page.items.iter().filter_map(|i| i.get("group_id").and_then(|g| g.as_str()).map(Key::pk)).collect();
+        let items = self
+            .tables
+            .get_many(&META, &keys)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|i| from_item::<MetaRow>(i).map(group_view))
+            .collect::<Result<_>>()?;
+        Ok(List { items, next_cursor: page.cursor })
+    }
+}

@@ -1,0 +1,223 @@
+//! Inboxes (the sync table): appending entries in order and exactly once, and reading them.
+//!
+//! An append for user u is three writes in one transaction:
+//! 1. the delivery marker `(u, id of what is delivered)`, conditional on not existing — so a
+//!    retried delivery fails here and is known to be done;
+//! 2. u's inbox counter from n to n+1, conditional on it still being n — so entries commit in
+//!    number order, and a concurrent append retries with n+1;
+//! 3. the entry `(u, n+1)`.
+//!
+//! A message delivery adds the conversation summary (read marker, unread count, last message),
+//! conditional on its version. Many users' appends share one transaction (up to the batch size);
+//! a conflict re-reads and retries what is left.
+
+use super::conversations::SummaryRow;
+use super::*;
+use crate::ids::{ConvKind, parse_conversation_id};
+use crate::model::{Message, SyncEntry, SyncPage};
+use crate::schema::{DELIVERIES, INBOXES, SYNC};
+use crate::tables::{Cond, Key, KeyVal, Query, TxOp, Update};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::ops::Bound;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InboxRow {
+    pub user_id: String,
+    pub last_sync_seq: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct EntryRow {
+    pub user_id: String,
+    pub sync_seq: i64,
+    pub kind: String,
+    pub conversation_id: Option<String>,
+    pub message: Option<Message>,
+    pub event: Option<Value>,
+    /// Epoch seconds, the TTL attribute.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MarkerRow {
+    user_id: String,
+    delivery_id: String,
+    expires_at: i64,
+}
+
+/// What goes into inboxes.
+#[derive(Debug, Clone)]
+pub(crate) enum Payload {
+    Message(Message),
+    Event { id: String, kind: &'static str, conversation_id: Option<String>, body: Value },
+}
+
+impl Payload {
+    pub fn event(kind: &'static str, conversation_id: Option<String>, body: Value) -> Self {
+        Payload::Event { id: ulid::Ulid::generate().to_string(), kind, conversation_id, body }
+    }
+
+    /// Names what is delivered, for the delivery marker.
+    fn delivery_id(&self) -> String {
+        match self {
+            Payload::Message(m) => format!("m/{}/{}", m.conversation_id, m.seq),
+            Payload::Event { id, .. } => format!("e/{id}"),
+        }
+    }
+}
+
+impl Service {
+    fn now_secs() -> i64 {
+        crate::time::now_ms() / 1000
+    }
+
+    /// The three writes that append `payload` to `user`'s inbox, given its counter as read.
+    pub(crate) fn entry_ops(&self, user: &str, counter: Option<&InboxRow>, payload: &Payload) -> Vec<TxOp> {
+        let now = Self::now_secs();
+        let n = counter.map_or(0, |c| c.last_sync_seq);
+        let marker = MarkerRow {
+            user_id: user.to_string(),
+            delivery_id: payload.delivery_id(),
+            expires_at: now + self.cfg.sync_ttl_secs + self.cfg.marker_extra_secs,
+        };
+        let counter_cond = match counter {
+            Some(_) => Cond::equals("last_sync_seq", n),
+            None => Cond::NotExists,
+        };
+        let entry = match payload {
+            Payload::Message(m) => EntryRow {
+                user_id: user.to_string(),
+                sync_seq: n + 1,
+                kind: "message".into(),
+                conversation_id: Some(m.conversation_id.clone()),
+                message: Some(m.clone()),
+                event: None,
+                expires_at: now + self.cfg.sync_ttl_secs,
+            },
+            Payload::Event { kind, conversation_id, body, .. } => EntryRow {
+                user_id: user.to_string(),
+                sync_seq: n + 1,
+                kind: kind.to_string(),
+                conversation_id: conversation_id.clone(),
+                message: None,
+                event: Some(body.clone()),
+                expires_at: now + self.cfg.sync_ttl_secs,
+            },
+        };
+        vec![
+            TxOp::put(&DELIVERIES, to_item(&marker), Cond::NotExists),
+            TxOp::update(&INBOXES, Key::pk(user), Update::new().set("last_sync_seq", n + 1), counter_cond),
+            TxOp::put(&SYNC, to_item(&entry), Cond::NotExists),
+        ]
+    }
+
+    pub(crate) async fn inbox_counters(&self, users: &[String]) -> Result<Vec<Option<InboxRow>>> {
+        let keys: Vec<Key> = users.iter().map(|u| Key::pk(u.as_str())).collect();
+        let rows = self.tables.get_many(&INBOXES, &keys).await?;
+        rows.into_iter().map(opt_from_item).collect()
+    }
+
+    /// Appends `payload` to each user's inbox exactly once (a user who already has it is
+    /// skipped), updating conversation summaries for messages. Safe to call again after any
+    /// failure: what is done stays done, and what is missing is filled in.
+    pub(crate) async fn deliver_to(&self, users: &[String], payload: &Payload) -> Result<()> {
+        let mut seen = HashSet::new();
+        let mut pending: Vec<String> = users.iter().filter(|u| seen.insert(u.as_str())).cloned().collect();
+        let mut batch = self.cfg.fanout_batch.max(1);
+        let mut backoff = Backoff::new();
+        let delivery_id = payload.delivery_id();
+        while !pending.is_empty() {
+            let marker_keys: Vec<Key> = pending.iter().map(|u| Key::pk_sk(u.as_str(), delivery_id.as_str())).collect();
+            let markers = self.tables.get_many(&DELIVERIES, &marker_keys).await?;
+            pending = pending.into_iter().zip(markers).filter(|(_, m)| m.is_none()).map(|(u, _)| u).collect();
+            if pending.is_empty() {
+                break;
+            }
+            let counters = self.inbox_counters(&pending).await?;
+            let summaries = match payload {
+                Payload::Message(m) => self.summaries_of(&pending, &m.conversation_id).await?,
+                Payload::Event { .. } => vec![None; pending.len()],
+            };
+            let mut groups = Vec::with_capacity(pending.len());
+            for ((user, counter), summary) in pending.iter().zip(&counters).zip(summaries) {
+                let mut ops = self.entry_ops(user, counter.as_ref(), payload);
+                if let Payload::Message(m) = payload {
+                    let (row, cond) = self.summary_after_delivery(user, summary, m).await?;
+                    ops.push(SummaryRow::write_op(row, cond));
+                }
+                groups.push((user.clone(), ops));
+            }
+            let mut done = HashSet::new();
+            let mut conflicted = false;
+            for chunk in groups.chunks(batch) {
+                let ops: Vec<TxOp> = chunk.iter().flat_map(|(_, ops)| ops.iter().cloned()).collect();
+                match self.tables.transact(ops).await {
+                    Ok(()) => done.extend(chunk.iter().map(|(u, _)| u.clone())),
+                    Err(e) if e.is_conflict() => conflicted = true,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            pending.retain(|u| !done.contains(u));
+            if conflicted {
+                // Another writer touched one of these inboxes: smaller batches contend less.
+                batch = (batch / 2).max(1);
+                backoff.wait("inbox delivery").await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET /v1/sync`: the caller's inbox after a checkpoint.
+    pub async fn sync(&self, caller: &str, after: Option<i64>, limit: Option<i64>) -> Result<SyncPage> {
+        let limit = page_limit(limit, limits::SYNC.0, limits::SYNC.1)?;
+        let after = after.unwrap_or(0);
+        if after < 0 {
+            return Err(Error::invalid("after must be a non-negative sync_seq"));
+        }
+        // The counter first: every entry up to it has committed (see the module comment).
+        let mark = self.inbox_counters(&[caller.to_string()]).await?.remove(0).map_or(0, |c| c.last_sync_seq);
+        if after >= mark {
+            // A checkpoint from the future (e.g. from another deployment) cannot be continued.
+            let reset = after > mark;
+            return Ok(SyncPage {
+                items: vec![],
+                next_after: if reset { mark } else { after },
+                has_more: false,
+                reset,
+            });
+        }
+        let page = self
+            .tables
+            .query(
+                Query::new(&SYNC, caller)
+                    .range(Bound::Excluded(KeyVal::N(after)), Bound::Included(KeyVal::N(mark)))
+                    .limit(limit),
+            )
+            .await?;
+        let now = Self::now_secs();
+        let rows: Vec<EntryRow> = page.items.into_iter().map(from_item).collect::<Result<_>>()?;
+        let last_seen = rows.last().map_or(mark, |r| r.sync_seq);
+        // Numbers are dense (one per append), so a missing after+1 means it expired.
+        let live: Vec<EntryRow> = rows.into_iter().filter(|r| r.expires_at > now).collect();
+        let reset = live.first().is_none_or(|r| r.sync_seq != after + 1);
+        let has_more = page.cursor.is_some();
+        let items = live
+            .into_iter()
+            .map(|r| SyncEntry {
+                sync_seq: r.sync_seq,
+                kind: r.kind,
+                conversation_id: r.conversation_id,
+                message: r.message,
+                event: r.event,
+            })
+            .collect();
+        Ok(SyncPage { items, next_after: last_seen, has_more, reset })
+    }
+
+    /// Checks the shape of a conversation id, as a client error.
+    pub(crate) fn conv_kind(conversation_id: &str) -> Result<ConvKind> {
+        parse_conversation_id(conversation_id)
+    }
+}

@@ -1,0 +1,243 @@
+//! Conversations' metadata, who may read and send, sending, and history.
+//!
+//! A send is one transaction: the conversation's counter from n to n+1 (conditional on n), the
+//! message at n+1, its `client_msg_id` (conditional on being new: a retry finds it), an outbox
+//! row (the fan-out still to do), and a check that the sender is still a friend or member. Then
+//! the fan-out: inline for a single chat (both inboxes before the send returns), through the
+//! queue for a group.
+
+use super::fanout::OutboxRow;
+use super::*;
+use crate::ids::{ConvKind, char_len};
+use crate::model::{HistoryPage, JoinPolicy, Message, Sent};
+use crate::schema::{GROUP_RELATIONS, META, SENDS, STORE, USER_RELATIONS};
+use crate::tables::{Cond, Key, KeyVal, Query, TxOp, Update};
+use serde::Deserialize;
+use std::ops::Bound;
+
+/// A conversation's row in the meta table. Groups carry their profile; every conversation
+/// carries `last_seq`, the counter its messages are numbered by.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub(crate) struct MetaRow {
+    pub timeline_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub last_seq: i64,
+    #[serde(default)]
+    pub participants: Vec<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub join_policy: Option<JoinPolicy>,
+    #[serde(default)]
+    pub member_count: i64,
+    #[serde(default)]
+    pub admins: Vec<String>,
+    #[serde(default)]
+    pub created_at: i64,
+    #[serde(default)]
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SendInput {
+    pub client_msg_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SendRow {
+    timeline_id: String,
+    send_key: String,
+    seq: i64,
+}
+
+impl Service {
+    pub(crate) async fn find_meta(&self, conversation_id: &str) -> Result<Option<MetaRow>> {
+        opt_from_item(self.tables.get(&META, &Key::pk(conversation_id)).await?)
+    }
+
+    pub(crate) async fn require_meta(&self, conversation_id: &str) -> Result<MetaRow> {
+        self.find_meta(conversation_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("conversation {conversation_id} not found")))
+    }
+
+    /// The other participant of a single chat (`None` for groups or strangers).
+    pub(crate) async fn peer_of(&self, conversation_id: &str, user: &str) -> Result<Option<String>> {
+        Ok(self.find_meta(conversation_id).await?.and_then(|m| m.participants.into_iter().find(|p| p != user)))
+    }
+
+    pub(crate) async fn is_member(&self, group_id: &str, user: &str) -> Result<bool> {
+        Ok(self.tables.get(&GROUP_RELATIONS, &Key::pk_sk(group_id, user)).await?.is_some())
+    }
+
+    /// Participants of a single chat and current members of a group may read it.
+    pub(crate) async fn require_reader(&self, caller: &str, conversation_id: &str) -> Result<MetaRow> {
+        let kind = Self::conv_kind(conversation_id)?;
+        let meta = self.require_meta(conversation_id).await?;
+        let allowed = match kind {
+            ConvKind::Single => meta.participants.iter().any(|p| p == caller),
+            ConvKind::Group => self.is_member(conversation_id, caller).await?,
+        };
+        if !allowed {
+            return Err(Error::denied("you are not in this conversation"));
+        }
+        Ok(meta)
+    }
+
+    /// Friends (single chat) and members (group) may send. Returns the meta row and a check
+    /// that keeps holding until the message commits.
+    async fn require_sender(&self, caller: &str, conversation_id: &str) -> Result<(MetaRow, TxOp)> {
+        let meta = self.require_reader(caller, conversation_id).await?;
+        let guard = match Self::conv_kind(conversation_id)? {
+            ConvKind::Single => {
+                let peer = meta.participants.iter().find(|p| *p != caller).cloned().unwrap_or_default();
+                let key = Key::pk_sk(caller, peer.as_str());
+                if self.tables.get(&USER_RELATIONS, &key).await?.is_none() {
+                    return Err(Error::denied("you can only message your friends"));
+                }
+                TxOp::check(&USER_RELATIONS, key, Cond::Exists)
+            }
+            ConvKind::Group => TxOp::check(&GROUP_RELATIONS, Key::pk_sk(conversation_id, caller), Cond::Exists),
+        };
+        Ok((meta, guard))
+    }
+
+    /// `POST /v1/conversations/{id}/messages`.
+    pub async fn send(&self, caller: &str, conversation_id: &str, input: SendInput) -> Result<Sent> {
+        let n = char_len(&input.client_msg_id);
+        if n == 0 || n > 64 {
+            return Err(Error::invalid("client_msg_id must be 1-64 characters"));
+        }
+        if input.kind != "text" {
+            return Err(Error::invalid("type must be \"text\""));
+        }
+        if input.text.is_empty() {
+            return Err(Error::invalid("text must not be empty"));
+        }
+        if char_len(&input.text) > self.cfg.max_text_chars {
+            return Err(Error::TooLarge(format!("text is longer than {} characters", self.cfg.max_text_chars)));
+        }
+        let (mut meta, guard) = self.require_sender(caller, conversation_id).await?;
+        let send_key = format!("{caller}/{}", input.client_msg_id);
+        if let Some(seq) = self.sent_seq(conversation_id, &send_key).await? {
+            return self.resend(conversation_id, seq).await;
+        }
+        let mut backoff = Backoff::new();
+        let message = loop {
+            let n = meta.last_seq;
+            let message = Message {
+                conversation_id: conversation_id.to_string(),
+                seq: n + 1,
+                sender: caller.to_string(),
+                client_msg_id: input.client_msg_id.clone(),
+                kind: input.kind.clone(),
+                text: input.text.clone(),
+                send_time: crate::time::now_ms(),
+            };
+            let mut store_item = to_item(&message);
+            store_item.insert("timeline_id".into(), conversation_id.into());
+            let send_row = SendRow { timeline_id: conversation_id.into(), send_key: send_key.clone(), seq: n + 1 };
+            let ops = vec![
+                TxOp::update(
+                    &META,
+                    Key::pk(conversation_id),
+                    Update::new().set("last_seq", n + 1),
+                    Cond::equals("last_seq", n),
+                ),
+                TxOp::put(&STORE, store_item, Cond::NotExists),
+                TxOp::put(&SENDS, to_item(&send_row), Cond::NotExists),
+                OutboxRow::for_message(&message).insert_op(),
+                guard.clone(),
+            ];
+            match self.tables.transact(ops).await {
+                Ok(()) => break message,
+                Err(e) => match conflict_at(&e) {
+                    // A retry of this send raced the first attempt, which won.
+                    Some(Some(2)) => {
+                        let seq = self
+                            .sent_seq(conversation_id, &send_key)
+                            .await?
+                            .ok_or_else(|| Error::Internal("send row vanished".into()))?;
+                        return self.resend(conversation_id, seq).await;
+                    }
+                    Some(Some(4)) => return Err(Error::denied("you are no longer allowed to send here")),
+                    Some(_) => {
+                        backoff.wait("conversation sequence").await?;
+                        meta = self.require_meta(conversation_id).await?;
+                    }
+                    None => return Err(e.into()),
+                },
+            }
+        };
+        tracing::debug!(conversation_id, seq = message.seq, sender = caller, "message stored");
+        self.start_fanout(&message).await?;
+        Ok(Sent { message, created: true })
+    }
+
+    async fn sent_seq(&self, conversation_id: &str, send_key: &str) -> Result<Option<i64>> {
+        let row: Option<SendRow> =
+            opt_from_item(self.tables.get(&SENDS, &Key::pk_sk(conversation_id, send_key)).await?)?;
+        Ok(row.map(|r| r.seq))
+    }
+
+    /// A client retry: the first attempt's message, with its fan-out finished or restarted
+    /// (the first attempt may have stopped between storing and fanning out).
+    async fn resend(&self, conversation_id: &str, seq: i64) -> Result<Sent> {
+        let message = self
+            .message_at(conversation_id, seq)
+            .await?
+            .ok_or_else(|| Error::Internal("sent message missing".into()))?;
+        if self.outbox_pending(&message).await? {
+            self.start_fanout(&message).await?;
+        }
+        Ok(Sent { message, created: false })
+    }
+
+    pub(crate) async fn message_at(&self, conversation_id: &str, seq: i64) -> Result<Option<Message>> {
+        opt_from_item(self.tables.get(&STORE, &Key::pk_sk(conversation_id, seq)).await?)
+    }
+
+    /// `GET /v1/conversations/{id}/messages`: newest first, before `before`.
+    pub async fn history(
+        &self,
+        caller: &str,
+        conversation_id: &str,
+        before: Option<i64>,
+        limit: Option<i64>,
+    ) -> Result<HistoryPage> {
+        let limit = page_limit(limit, limits::HISTORY.0, limits::HISTORY.1)?;
+        if before.is_some_and(|b| b < 1) {
+            return Err(Error::invalid("before must be a positive seq"));
+        }
+        // The counter first: every message up to it has committed.
+        let meta = self.require_reader(caller, conversation_id).await?;
+        let upper = before.map_or(meta.last_seq, |b| (b - 1).min(meta.last_seq));
+        if upper < 1 {
+            return Ok(HistoryPage { items: vec![], next_before: None });
+        }
+        let page = self
+            .tables
+            .query(
+                Query::new(&STORE, conversation_id)
+                    .range(Bound::Included(KeyVal::N(1)), Bound::Included(KeyVal::N(upper)))
+                    .backward()
+                    .limit(limit),
+            )
+            .await?;
+        let items: Vec<Message> = page.items.into_iter().map(from_item).collect::<Result<_>>()?;
+        let next_before = match (page.cursor, items.last()) {
+            (Some(_), Some(last)) => Some(last.seq),
+            _ => None,
+        };
+        Ok(HistoryPage { items, next_before })
+    }
+}

@@ -1,0 +1,566 @@
+//! The embedded Tables adapter: one redb file, one redb table per schema table, plus one per
+//! secondary index and one per TTL attribute.
+//!
+//! Keys are encoded so that byte order is key order: a string component is its bytes with 0x00
+//! escaped as 0x00 0xFF and a 0x00 0x00 terminator; a number is 8 big-endian bytes with the sign
+//! bit flipped. A base item's key is `enc(pk) enc(sk)`; an index entry's key is
+//! `enc(index pk) enc(index sk) enc(base pk) enc(base sk)` and its value is the base key, so an
+//! index read sees exactly the items of the same snapshot. Every write runs in one redb write
+//! transaction committed with `Durability::Immediate` (fsync), so a crash loses nothing that
+//! was acknowledged, and a transaction's ops apply all or nothing.
+
+use super::*;
+use crate::schema::{ALL_TABLES, KeyAttr};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use std::path::Path;
+use std::sync::Arc;
+
+type Raw = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+#[derive(Clone)]
+pub struct RedbTables {
+    db: Arc<Database>,
+}
+
+impl RedbTables {
+    /// Opens (or creates) the database file and every table of the schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|e| map_err(e.into()))?;
+        let txn = db.begin_write().map_err(|e| map_err(e.into()))?;
+        for table in ALL_TABLES {
+            for name in storage_names(table) {
+                txn.open_table(def(&name)).map_err(|e| map_err(e.into()))?;
+            }
+        }
+        txn.commit().map_err(|e| map_err(e.into()))?;
+        Ok(RedbTables { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Internal(format!("blocking task failed: {e}")))?
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(|e| map_err(e.into()))?;
+            let out = f(&txn)?; // dropping an uncommitted transaction aborts it
+            txn.commit().map_err(|e| map_err(e.into()))?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes every item whose TTL attribute is at or before `now_secs`; returns how many.
+    /// DynamoDB does this on its own, lazily; the local server runs it periodically. Readers
+    /// must not rely on either being prompt (the service filters expired items itself).
+    pub async fn sweep_expired(&self, now_secs: i64) -> Result<usize, StoreError> {
+        self.write(move |txn| {
+            let mut removed = 0;
+            for table in ALL_TABLES.iter().filter(|t| t.ttl.is_some()) {
+                let ttl_name = ttl_table_name(table);
+                let due: Vec<Vec<u8>> = {
+                    let t = txn.open_table(def(&ttl_name)).map_err(|e| map_err(e.into()))?;
+                    let hi = enc_n(now_secs);
+                    let mut keys = Vec::new();
+                    for entry in t.range::<&[u8]>(..=hi.as_slice()).map_err(|e| map_err(e.into()))? {
+                        let (k, _) = entry.map_err(|e| map_err(e.into()))?;
+                        keys.push(k.value()[8..].to_vec());
+                        if keys.len() >= 10_000 {
+                            break; // bounded work per sweep
+                        }
+                    }
+                    keys
+                };
+                for base_key in due {
+                    if let Some(old) = read_raw(txn, table, &base_key)? {
+                        remove_item(txn, table, &base_key, &old)?;
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+fn def(name: &str) -> Raw {
+    // redb table definitions borrow their name for 'static; the set of names is small and fixed,
+    // so each distinct name is leaked once and cached.
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashMap<String, &'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let name: &'static str = match names.get(name) {
+        Some(n) => n,
+        None => {
+            let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+            names.insert(name.to_string(), leaked);
+            leaked
+        }
+    };
+    TableDefinition::new(name)
+}
+
+fn index_table_name(table: &TableDef, index: &IndexDef) -> String {
+    format!("{}#{}", table.name, index.name)
+}
+fn ttl_table_name(table: &TableDef) -> String {
+    format!("{}#ttl", table.name)
+}
+fn storage_names(table: &TableDef) -> Vec<String> {
+    let mut names = vec![table.name.to_string()];
+    names.extend(table.indexes.iter().map(|i| index_table_name(table, i)));
+    if table.ttl.is_some() {
+        names.push(ttl_table_name(table));
+    }
+    names
+}
+
+fn map_err(e: redb::Error) -> StoreError {
+    match e {
+        redb::Error::Io(io) => StoreError::Unavailable(format!("embedded tables I/O: {io}")),
+        other => StoreError::Internal(format!("embedded tables: {other}")),
+    }
+}
+
+// ---- key encoding -------------------------------------------------------------------------
+
+fn enc_s_into(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+}
+
+fn enc_n(n: i64) -> [u8; 8] {
+    ((n as u64) ^ (1u64 << 63)).to_be_bytes()
+}
+
+fn enc_into(out: &mut Vec<u8>, v: &KeyVal) {
+    match v {
+        KeyVal::S(s) => enc_s_into(out, s),
+        KeyVal::N(n) => out.extend_from_slice(&enc_n(*n)),
+    }
+}
+
+fn check_type(table: &TableDef, attr: KeyAttr, v: &KeyVal) -> Result<(), StoreError> {
+    match (attr.ty, v) {
+        (KeyType::S, KeyVal::S(_)) | (KeyType::N, KeyVal::N(_)) => Ok(()),
+        _ => Err(StoreError::Internal(format!("{}: key {} has the wrong type", table.name, attr.name))),
+    }
+}
+
+fn base_key_bytes(table: &TableDef, key: &Key) -> Result<Vec<u8>, StoreError> {
+    check_type(table, table.pk, &key.pk)?;
+    let mut out = Vec::with_capacity(32);
+    enc_into(&mut out, &key.pk);
+    match (table.sk, &key.sk) {
+        (Some(attr), Some(sk)) => {
+            check_type(table, attr, sk)?;
+            enc_into(&mut out, sk);
+        }
+        (None, None) => {}
+        _ => return Err(StoreError::Internal(format!("{}: key shape does not match the table", table.name))),
+    }
+    Ok(out)
+}
+
+/// The index key of an item, or `None` when the item lacks the index's attributes (sparse).
+fn index_key_bytes(index: &IndexDef, item: &Item, base_key: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(48);
+    enc_into(&mut out, &KeyVal::from_json(item.get(index.pk.name)?, index.pk.ty)?);
+    if let Some(sk) = index.sk {
+        enc_into(&mut out, &KeyVal::from_json(item.get(sk.name)?, sk.ty)?);
+    }
+    out.extend_from_slice(base_key);
+    Some(out)
+}
+
+fn ttl_key_bytes(table: &TableDef, item: &Item, base_key: &[u8]) -> Option<Vec<u8>> {
+    let at = item.get(table.ttl?)?.as_i64()?;
+    let mut out = enc_n(at).to_vec();
+    out.extend_from_slice(base_key);
+    Some(out)
+}
+
+// ---- item reads and writes inside a transaction -------------------------------------------
+
+fn read_raw(txn: &WriteTransaction, table: &TableDef, key: &[u8]) -> Result<Option<Item>, StoreError> {
+    let t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
+    let v = t.get(key).map_err(|e| map_err(e.into()))?;
+    v.map(|g| decode_item(g.value())).transpose()
+}
+
+fn decode_item(bytes: &[u8]) -> Result<Item, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Internal(format!("corrupt item: {e}")))
+}
+
+fn remove_derived(txn: &WriteTransaction, table: &TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
+    for index in table.indexes {
+        if let Some(ik) = index_key_bytes(index, old, key) {
+            let mut t = txn.open_table(def(&index_table_name(table, index))).map_err(|e| map_err(e.into()))?;
+            t.remove(ik.as_slice()).map_err(|e| map_err(e.into()))?;
+        }
+    }
+    if let Some(tk) = ttl_key_bytes(table, old, key) {
+        let mut t = txn.open_table(def(&ttl_table_name(table))).map_err(|e| map_err(e.into()))?;
+        t.remove(tk.as_slice()).map_err(|e| map_err(e.into()))?;
+    }
+    Ok(())
+}
+
+fn write_item(
+    txn: &WriteTransaction,
+    table: &TableDef,
+    key: &[u8],
+    old: Option<&Item>,
+    new: &Item,
+) -> Result<(), StoreError> {
+    if let Some(old) = old {
+        remove_derived(txn, table, key, old)?;
+    }
+    let bytes = serde_json::to_vec(new).map_err(|e| StoreError::Internal(e.to_string()))?;
+    {
+        let mut t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
+        t.insert(key, bytes.as_slice()).map_err(|e| map_err(e.into()))?;
+    }
+    for index in table.indexes {
+        if let Some(ik) = index_key_bytes(index, new, key) {
+            let mut t = txn.open_table(def(&index_table_name(table, index))).map_err(|e| map_err(e.into()))?;
+            t.insert(ik.as_slice(), key).map_err(|e| map_err(e.into()))?;
+        }
+    }
+    if let Some(tk) = ttl_key_bytes(table, new, key) {
+        let mut t = txn.open_table(def(&ttl_table_name(table))).map_err(|e| map_err(e.into()))?;
+        t.insert(tk.as_slice(), &[][..]).map_err(|e| map_err(e.into()))?;
+    }
+    Ok(())
+}
+
+fn remove_item(txn: &WriteTransaction, table: &TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
+    remove_derived(txn, table, key, old)?;
+    let mut t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
+    t.remove(key).map_err(|e| map_err(e.into()))?;
+    Ok(())
+}
+
+/// Checks that an item carries the key attributes it is stored under.
+fn item_key(table: &TableDef, item: &Item) -> Result<Vec<u8>, StoreError> {
+    base_key_bytes(table, &Key::of_item(table, item)?)
+}
+
+/// Applies one op of a transaction (conditions already checked).
+fn apply(txn: &WriteTransaction, op: &TxOp) -> Result<(), StoreError> {
+    match op {
+        TxOp::Put { table, item, .. } => {
+            let k = item_key(table, item)?;
+            let old = read_raw(txn, table, &k)?;
+            write_item(txn, table, &k, old.as_ref(), item)
+        }
+        TxOp::Delete { table, key, .. } => {
+            let k = base_key_bytes(table, key)?;
+            match read_raw(txn, table, &k)? {
+                Some(old) => remove_item(txn, table, &k, &old),
+                None => Ok(()),
+            }
+        }
+        TxOp::Update { table, key, update, .. } => {
+            let k = base_key_bytes(table, key)?;
+            let old = read_raw(txn, table, &k)?;
+            let new = update.apply(table, key, old.clone());
+            write_item(txn, table, &k, old.as_ref(), &new)
+        }
+        TxOp::Check { .. } => Ok(()),
+    }
+}
+
+fn op_target(op: &TxOp) -> Result<(&'static TableDef, Vec<u8>, Cond), StoreError> {
+    Ok(match op {
+        TxOp::Put { table, item, cond } => (*table, item_key(table, item)?, cond.clone()),
+        TxOp::Delete { table, key, cond }
+        | TxOp::Update { table, key, cond, .. }
+        | TxOp::Check { table, key, cond } => (*table, base_key_bytes(table, key)?, cond.clone()),
+    })
+}
+
+// ---- cursors ------------------------------------------------------------------------------
+
+fn encode_cursor(key: &[u8]) -> String {
+    B64.encode(key)
+}
+
+fn decode_cursor(cursor: &str, prefix: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let bytes = B64.decode(cursor).map_err(|_| StoreError::BadCursor)?;
+    // A cursor only ever continues the partition it came from.
+    if bytes.len() <= prefix.len() || !bytes.starts_with(prefix) {
+        return Err(StoreError::BadCursor);
+    }
+    Ok(bytes)
+}
+
+#[async_trait]
+impl Tables for RedbTables {
+    async fn get(&self, table: &'static TableDef, key: &Key) -> Result<Option<Item>, StoreError> {
+        let k = base_key_bytes(table, key)?;
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
+            let t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
+            let v = t.get(k.as_slice()).map_err(|e| map_err(e.into()))?;
+            v.map(|g| decode_item(g.value())).transpose()
+        })
+        .await
+    }
+
+    async fn get_many(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        let ks = keys.iter().map(|k| base_key_bytes(table, k)).collect::<Result<Vec<_>, _>>()?;
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
+            let t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
+            ks.iter()
+                .map(|k| {
+                    let v = t.get(k.as_slice()).map_err(|e| map_err(e.into()))?;
+                    v.map(|g| decode_item(g.value())).transpose()
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn put(&self, table: &'static TableDef, item: Item, cond: Cond) -> Result<(), StoreError> {
+        self.transact(vec![TxOp::Put { table, item, cond }]).await
+    }
+
+    async fn delete(&self, table: &'static TableDef, key: &Key, cond: Cond) -> Result<Option<Item>, StoreError> {
+        let k = base_key_bytes(table, key)?;
+        self.write(move |txn| {
+            let old = read_raw(txn, table, &k)?;
+            if !cond.holds(old.as_ref()) {
+                return Err(StoreError::Conflict { index: Some(0) });
+            }
+            if let Some(o) = &old {
+                remove_item(txn, table, &k, o)?;
+            }
+            Ok(old)
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        table: &'static TableDef,
+        key: &Key,
+        update: Update,
+        cond: Cond,
+    ) -> Result<Item, StoreError> {
+        let k = base_key_bytes(table, key)?;
+        let key = key.clone();
+        self.write(move |txn| {
+            let old = read_raw(txn, table, &k)?;
+            if !cond.holds(old.as_ref()) {
+                return Err(StoreError::Conflict { index: Some(0) });
+            }
+            let new = update.apply(table, &key, old.clone());
+            write_item(txn, table, &k, old.as_ref(), &new)?;
+            Ok(new)
+        })
+        .await
+    }
+
+    async fn query(&self, q: Query) -> Result<Page, StoreError> {
+        let index = q.index_def()?;
+        let pk_attr = index.map_or(q.table.pk, |i| i.pk);
+        let sk_attr = match index {
+            Some(i) => i.sk,
+            None => q.table.sk,
+        };
+        check_type(q.table, pk_attr, &q.pk)?;
+        let mut prefix = Vec::new();
+        enc_into(&mut prefix, &q.pk);
+        let bound = |b: &Bound<KeyVal>| -> Result<Bound<Vec<u8>>, StoreError> {
+            let with = |v: &KeyVal| -> Result<Vec<u8>, StoreError> {
+                let attr = sk_attr.ok_or_else(|| StoreError::Internal("range on a table without sort key".into()))?;
+                check_type(q.table, attr, v)?;
+                let mut k = prefix.clone();
+                enc_into(&mut k, v);
+                Ok(k)
+            };
+            Ok(match b {
+                Bound::Unbounded => Bound::Unbounded,
+                Bound::Included(v) => Bound::Included(with(v)?),
+                Bound::Excluded(v) => Bound::Excluded(with(v)?),
+            })
+        };
+        // An index entry's key continues past the index sort key with the base key, so an
+        // inclusive upper bound on the sort key must include every entry that starts with it,
+        // and an exclusive lower bound must skip them all.
+        let mut lower = match bound(&q.lower)? {
+            Bound::Excluded(k) if index.is_some() => Bound::Included(successor_of_prefix(&k)),
+            Bound::Unbounded => Bound::Included(prefix.clone()),
+            b => b,
+        };
+        let mut upper = match bound(&q.upper)? {
+            Bound::Included(k) if index.is_some() => Bound::Excluded(successor_of_prefix(&k)),
+            Bound::Unbounded => Bound::Excluded(successor_of_prefix(&prefix)),
+            b => b,
+        };
+        if let Some(c) = &q.cursor {
+            let c = decode_cursor(c, &prefix)?;
+            if q.forward {
+                lower = Bound::Excluded(c);
+            } else {
+                upper = Bound::Excluded(c);
+            }
+        }
+        let limit = q.limit.max(1);
+        let table = q.table;
+        let storage = match index {
+            Some(i) => index_table_name(table, i),
+            None => table.name.to_string(),
+        };
+        let forward = q.forward;
+        let is_index = index.is_some();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
+            let t = txn.open_table(def(&storage)).map_err(|e| map_err(e.into()))?;
+            let base =
+                if is_index { Some(txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?) } else { None };
+            if bounds_empty(&lower, &upper) {
+                return Ok(Page::default());
+            }
+            let range =
+                t.range::<&[u8]>((as_slice_bound(&lower), as_slice_bound(&upper))).map_err(|e| map_err(e.into()))?;
+            let mut items = Vec::new();
+            let mut last_key = Vec::new();
+            let mut more = false;
+            let iter: Box<dyn Iterator<Item = _>> = if forward { Box::new(range) } else { Box::new(range.rev()) };
+            for entry in iter {
+                let (k, v) = entry.map_err(|e| map_err(e.into()))?;
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                let item = match &base {
+                    None => decode_item(v.value())?,
+                    Some(b) => match b.get(v.value()).map_err(|e| map_err(e.into()))? {
+                        Some(g) => decode_item(g.value())?,
+                        None => return Err(StoreError::Internal("index entry without item".into())),
+                    },
+                };
+                last_key = k.value().to_vec();
+                items.push(item);
+            }
+            Ok(Page { items, cursor: more.then(|| encode_cursor(&last_key)) })
+        })
+        .await
+    }
+
+    async fn batch_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            for op in &ops {
+                match op {
+                    WriteOp::Put { table, item } => apply(txn, &TxOp::put(table, item.clone(), Cond::Always))?,
+                    WriteOp::Delete { table, key } => apply(txn, &TxOp::delete(table, key.clone(), Cond::Always))?,
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
+        if ops.len() > MAX_TX_OPS {
+            return Err(StoreError::Internal(format!("transaction of {} ops exceeds {MAX_TX_OPS}", ops.len())));
+        }
+        let targets = ops.iter().map(op_target).collect::<Result<Vec<_>, _>>()?;
+        for (i, (t, k, _)) in targets.iter().enumerate() {
+            if targets[..i].iter().any(|(t2, k2, _)| t2.name == t.name && k2 == k) {
+                return Err(StoreError::Internal("transaction touches one item twice".into()));
+            }
+        }
+        self.write(move |txn| {
+            for (i, (table, key, cond)) in targets.iter().enumerate() {
+                if !cond.holds(read_raw(txn, table, key)?.as_ref()) {
+                    return Err(StoreError::Conflict { index: Some(i) });
+                }
+            }
+            for op in &ops {
+                apply(txn, op)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The smallest key greater than every key that starts with `k` (which ends in a 0x00 0x00
+/// terminator or 8 number bytes).
+fn successor_of_prefix(k: &[u8]) -> Vec<u8> {
+    let mut out = k.to_vec();
+    while let Some(last) = out.pop() {
+        if last < 0xFF {
+            out.push(last + 1);
+            return out;
+        }
+    }
+    vec![0xFF; k.len() + 1]
+}
+
+fn as_slice_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// redb panics on an inverted range; an empty one is a valid, empty query.
+fn bounds_empty(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(l), Bound::Included(u)) => l > u,
+        (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u)) | (Bound::Excluded(l), Bound::Included(u)) => {
+            l >= u
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_preserves_order() {
+        let strs = ["", "\0", "\0\0", "a", "a\0", "a\0b", "ab", "abc", "b", "é"];
+        let enc = |s: &str| {
+            let mut v = Vec::new();
+            enc_s_into(&mut v, s);
+            v
+        };
+        for a in strs {
+            for b in strs {
+                assert_eq!(a.cmp(b), enc(a).cmp(&enc(b)), "{a:?} vs {b:?}");
+            }
+        }
+        let nums = [i64::MIN, -5, -1, 0, 1, 7, 256, i64::MAX];
+        for a in nums {
+            for b in nums {
+                assert_eq!(a.cmp(&b), enc_n(a).cmp(&enc_n(b)));
+            }
+        }
+    }
+}

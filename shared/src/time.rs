@@ -1,0 +1,7 @@
+//! Server time. Every time the API returns is assigned here, in milliseconds since the epoch.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
