@@ -1,1 +1,140 @@
-fn main() {}
+//! The local server: every route of the API on one port, on the embedded backend (redb tables
+//! and queue under `IM_DATA_DIR`), with the fan-out workers and sweepers running in-process.
+//!
+//! `cargo run` is all it takes; see README.md for the configuration variables.
+
+mod config;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use config::Config;
+use im_functions::dispatch::{self, App};
+use im_shared::Error;
+use im_shared::queue::embedded::EmbeddedQueue;
+use im_shared::queue::service_queues;
+use im_shared::service::Service;
+use im_shared::tables::embedded::RedbTables;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+fn main() {
+    let cfg = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("im-server: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    config::init_logging(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Err(e) = rt.block_on(serve(cfg)) {
+        tracing::error!("im-server stopped: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(cfg: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", cfg.data_dir.display()))?;
+    let tables = RedbTables::open(&cfg.data_dir.join("tables.redb")).map_err(|e| {
+        format!("cannot open {}/tables.redb (is another server using it?): {e}", cfg.data_dir.display())
+    })?;
+    let queue = EmbeddedQueue::open(&cfg.data_dir.join("queue.redb"), service_queues(cfg.max_receives))
+        .map_err(|e| format!("cannot open {}/queue.redb: {e}", cfg.data_dir.display()))?;
+    let released = queue.release_in_flight().await.map_err(|e| e.to_string())?;
+    if released > 0 {
+        tracing::info!(jobs = released, "resuming jobs that a previous run left unfinished");
+    }
+    let service = Arc::new(Service::new(Arc::new(tables.clone()), Arc::new(queue), cfg.service.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for _ in 0..cfg.fanout_workers {
+        tasks.push(tokio::spawn(service.clone().run_fanout_worker(cfg.worker.clone(), stop_rx.clone())));
+    }
+    tasks.push(tokio::spawn(sweepers(service.clone(), tables, cfg.sweep_interval, stop_rx.clone())));
+
+    let app = Arc::new(App {
+        service,
+        auth: im_functions::auth::Hs256::new(cfg.jwt_secret.as_bytes()),
+        cfg: cfg.http.clone(),
+    });
+    let router = Router::new().fallback(route).with_state(app);
+    let listener =
+        tokio::net::TcpListener::bind(&cfg.addr).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(data_dir = %cfg.data_dir.display(), "listening on http://{addr}");
+    if cfg.http.dev_mode {
+        tracing::info!(
+            "dev mode: get a token with  curl -s -X POST http://{addr}/v1/dev/token -H 'content-type: application/json' -d '{{\"user_id\":\"alice\"}}'"
+        );
+    }
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())?;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Every request goes through the one dispatcher, which owns the route table.
+async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    // Read one byte past the limit so that an oversized body is refused, not truncated.
+    let body = match axum::body::to_bytes(body, app.cfg.max_body_bytes + 1).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = Error::TooLarge(format!("request body is larger than {} bytes", app.cfg.max_body_bytes));
+            return into_axum(dispatch::error_response(&e));
+        }
+    };
+    let authorization = parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    into_axum(dispatch::handle(&app, &parts.method, parts.uri.path(), parts.uri.query(), authorization, &body).await)
+}
+
+fn into_axum(resp: http::Response<bytes::Bytes>) -> Response {
+    let (parts, body) = resp.into_parts();
+    (parts, Body::from(body)).into_response()
+}
+
+/// Expired inbox entries are deleted, and fan-outs whose job was lost are re-enqueued.
+async fn sweepers(service: Arc<Service>, tables: RedbTables, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        match tables.sweep_expired(im_shared::time::now_ms() / 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired inbox entries removed"),
+            Err(e) => tracing::warn!(error = %e, "TTL sweep failed; will retry"),
+        }
+        match service.sweep_outbox().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "unfinished fan-outs re-enqueued"),
+            Err(e) => tracing::warn!(error = %e, "outbox sweep failed; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,1 +1,13 @@
+//! The HTTP glue shared by every function and by the local server: the route table, caller
+//! identity, JSON in and out, and the mapping of service errors to statuses.
+//!
+//! [`dispatch::handle`] takes a request (method, path, query, headers, body bytes) and returns a
+//! response; the local server mounts it for every route, and each Lambda binary (a later issue)
+//! serves its one route through it.
 
+pub mod auth;
+pub mod dispatch;
+pub mod routes;
+
+pub use dispatch::{App, HttpConfig, handle};
+pub use routes::{Op, ROUTES, Route};

@@ -88,6 +88,64 @@ impl EmbeddedQueue {
         })
     }
 
+    /// Makes every received-but-unacknowledged message visible at once. Only for a process that
+    /// is the queue's sole consumer, at start-up: whatever was in flight belonged to a process
+    /// that is gone (a crash), so there is no point waiting out its visibility timeout. Receive
+    /// counts are kept, so a job that keeps crashing its worker still ends in the DLQ.
+    pub async fn release_in_flight(&self) -> Result<usize, QueueError> {
+        self.write(|txn| {
+            let now = now_ms();
+            let late: Vec<(String, u64, u128)> = {
+                let vis = txn.open_table(VISIBLE).map_err(map_err)?;
+                let mut out = Vec::new();
+                for e in vis.iter().map_err(map_err)? {
+                    let (k, _) = e.map_err(map_err)?;
+                    let (q, at, id) = k.value();
+                    if at > now {
+                        out.push((q.to_string(), at, id));
+                    }
+                }
+                out
+            };
+            for (q, _, id) in &late {
+                if let Some(mut m) = take(txn, q, *id)? {
+                    m.visible_at = now;
+                    put(txn, q, *id, &m)?;
+                }
+            }
+            Ok(late.len())
+        })
+        .await
+    }
+
+    /// Runs `f` on the message a receipt names, if the receipt is from its latest receive (an
+    /// older receipt does nothing, as SQS's does not).
+    async fn with_current_receipt(
+        &self,
+        queue: &str,
+        receipt_handle: &str,
+        f: impl FnOnce(&WriteTransaction, &str, u128) -> Result<(), QueueError> + Send + 'static,
+    ) -> Result<(), QueueError> {
+        self.def(queue)?;
+        let Some((id, token)) = parse_receipt(receipt_handle) else {
+            return Err(QueueError::Internal("malformed receipt".into()));
+        };
+        let queue = queue.to_string();
+        self.write(move |txn| {
+            let current = txn
+                .open_table(MESSAGES)
+                .map_err(map_err)?
+                .get((queue.as_str(), id))
+                .map_err(map_err)?
+                .map(|g| decode(g.value()));
+            match current.transpose()? {
+                Some(m) if m.token == token => f(txn, &queue, id),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
     fn def(&self, queue: &str) -> Result<&QueueDef, QueueError> {
         self.defs.get(queue).ok_or_else(|| QueueError::Internal(format!("unknown queue {queue}")))
     }
@@ -213,47 +271,14 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn ack(&self, queue: &str, receipt_handle: &str) -> Result<(), QueueError> {
-        self.def(queue)?;
-        let Some((id, token)) = parse_receipt(receipt_handle) else {
-            return Err(QueueError::Internal("malformed receipt".into()));
-        };
-        let queue = queue.to_string();
-        self.write(move |txn| {
-            let current = txn
-                .open_table(MESSAGES)
-                .map_err(map_err)?
-                .get((queue.as_str(), id))
-                .map_err(map_err)?
-                .map(|g| decode(g.value()));
-            if let Some(m) = current.transpose()? {
-                if m.token == token {
-                    take(txn, &queue, id)?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.with_current_receipt(queue, receipt_handle, |txn, queue, id| take(txn, queue, id).map(drop)).await
     }
 
     async fn retry_after(&self, queue: &str, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
-        self.def(queue)?;
-        let Some((id, token)) = parse_receipt(receipt_handle) else {
-            return Err(QueueError::Internal("malformed receipt".into()));
-        };
-        let queue = queue.to_string();
-        self.write(move |txn| {
-            let current = txn
-                .open_table(MESSAGES)
-                .map_err(map_err)?
-                .get((queue.as_str(), id))
-                .map_err(map_err)?
-                .map(|g| decode(g.value()));
-            if let Some(m) = current.transpose()? {
-                if m.token == token {
-                    let mut m = take(txn, &queue, id)?.expect("just read");
-                    m.visible_at = now_ms() + delay.as_millis() as u64;
-                    put(txn, &queue, id, &m)?;
-                }
+        self.with_current_receipt(queue, receipt_handle, move |txn, queue, id| {
+            if let Some(mut m) = take(txn, queue, id)? {
+                m.visible_at = now_ms() + delay.as_millis() as u64;
+                put(txn, queue, id, &m)?;
             }
             Ok(())
         })

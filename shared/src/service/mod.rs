@@ -15,12 +15,12 @@
 //!   every inbox has the message, and a sweeper re-enqueues rows a crash left behind.
 
 mod conversations;
-mod fanout;
-mod friends;
-mod groups;
+pub mod fanout;
+pub mod friends;
+pub mod groups;
 mod inbox;
-mod messages;
-mod users;
+pub mod messages;
+pub mod users;
 
 pub use fanout::FanoutJob;
 

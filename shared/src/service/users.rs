@@ -24,10 +24,10 @@ impl Service {
         check_len("gender", &input.gender, 32)?;
         check_len("bio", &input.bio, 1000)?;
         check_len("avatar_url", &input.avatar_url, 2048)?;
-        if let Some(url) = &input.avatar_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(Error::invalid("avatar_url must be an http(s) URL"));
-            }
+        if let Some(url) = &input.avatar_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(Error::invalid("avatar_url must be an http(s) URL"));
         }
         // created_at is kept from the first PUT; the rest is replaced (last writer wins).
         let created_at = match self.find_user(caller).await? {

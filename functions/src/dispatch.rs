@@ -1,0 +1,284 @@
+//! One request in, one response out: route lookup, authentication, parameter and body parsing,
+//! the service call, and the error mapping. Every client-visible outcome is a response with a
+//! JSON body `{"error": {"code", "message"}}` on failure; nothing internal reaches the client.
+
+use crate::auth::Hs256;
+use crate::routes::{self, Matched, Op, Route};
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use im_shared::Error;
+use im_shared::ids::validate_user_id;
+use im_shared::model::JoinOutcome;
+use im_shared::service::Service;
+use im_shared::service::friends::{Direction, RequestOutcome};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Larger request bodies are refused with `413`.
+    pub max_body_bytes: usize,
+    /// Serves `POST /v1/dev/token` (local development only).
+    pub dev_mode: bool,
+    pub dev_token_ttl_secs: i64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { max_body_bytes: 64 * 1024, dev_mode: false, dev_token_ttl_secs: 24 * 3600 }
+    }
+}
+
+pub struct App {
+    pub service: Arc<Service>,
+    pub auth: Hs256,
+    pub cfg: HttpConfig,
+}
+
+/// A handled request's outcome, before it becomes an HTTP response.
+struct Reply {
+    status: StatusCode,
+    body: Option<Value>,
+}
+
+fn reply(status: StatusCode, v: impl Serialize) -> Result<Reply, Error> {
+    let body = serde_json::to_value(v).map_err(|e| Error::Internal(format!("serializing a response: {e}")))?;
+    Ok(Reply { status, body: Some(body) })
+}
+
+fn no_content() -> Result<Reply, Error> {
+    Ok(Reply { status: StatusCode::NO_CONTENT, body: None })
+}
+
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The response for an error: its status and a sanitized body.
+pub fn error_response(e: &Error) -> http::Response<Bytes> {
+    let body = json!({"error": {"code": e.code(), "message": e.public_message()}});
+    to_http(status_of(e), Some(body))
+}
+
+fn to_http(status: StatusCode, body: Option<Value>) -> http::Response<Bytes> {
+    let mut resp = http::Response::new(body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())));
+    *resp.status_mut() = status;
+    if status != StatusCode::NO_CONTENT {
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    resp
+}
+
+/// Path and query parameters of one request.
+struct Params {
+    path: Vec<(&'static str, String)>,
+    query: HashMap<String, String>,
+}
+
+impl Params {
+    fn path(&self, name: &str) -> &str {
+        self.path.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_str())
+    }
+
+    fn int(&self, name: &str) -> Result<Option<i64>, Error> {
+        match self.query.get(name) {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| Error::invalid(format!("{name} must be an integer"))),
+        }
+    }
+
+    fn string(&self, name: &str) -> Option<String> {
+        self.query.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+/// The body as `T`; an empty body reads as `{}` so that all-optional bodies may be omitted.
+fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| Error::invalid(format!("request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Error::invalid("request body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| Error::invalid(format!("request body: {e}")))
+}
+
+#[derive(serde::Deserialize)]
+struct DevTokenBody {
+    user_id: String,
+}
+#[derive(serde::Deserialize)]
+struct FriendRequestBody {
+    to: String,
+    message: Option<String>,
+}
+#[derive(serde::Deserialize)]
+struct MessageBody {
+    message: Option<String>,
+}
+#[derive(serde::Deserialize)]
+struct RoleBody {
+    role: im_shared::model::Role,
+}
+#[derive(serde::Deserialize)]
+struct ReadBody {
+    seq: Option<i64>,
+}
+
+/// Handles one request. `authorization` is the `Authorization` header's value.
+pub async fn handle(
+    app: &App,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> http::Response<Bytes> {
+    let started = Instant::now();
+    let (route, path_params) = match routes::find(method, path) {
+        Matched::Route(r, p) if !r.local_only || app.cfg.dev_mode => (r, p),
+        Matched::MethodNotAllowed => {
+            return error_response_with(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not accept that method",
+            );
+        }
+        _ => return error_response(&Error::not_found("no such route")),
+    };
+    let mut caller = None;
+    let outcome = async {
+        if body.len() > app.cfg.max_body_bytes {
+            return Err(Error::TooLarge(format!("request body is larger than {} bytes", app.cfg.max_body_bytes)));
+        }
+        if route.auth {
+            caller = Some(app.auth.caller(authorization)?);
+        }
+        let query = serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or(""))
+            .map_err(|_| Error::invalid("malformed query string"))?
+            .into_iter()
+            .collect();
+        let params = Params { path: path_params, query };
+        run(app, route, &params, caller.as_deref().unwrap_or(""), body).await
+    }
+    .await;
+    let resp = match outcome {
+        Ok(r) => to_http(r.status, r.body),
+        Err(e) => {
+            if let Error::Internal(detail) = &e {
+                tracing::error!(op = route.lambda, detail = %detail, "internal error");
+            }
+            error_response(&e)
+        }
+    };
+    tracing::info!(
+        op = route.lambda,
+        caller = caller.as_deref().unwrap_or("-"),
+        status = resp.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    resp
+}
+
+fn error_response_with(status: StatusCode, code: &str, message: &str) -> http::Response<Bytes> {
+    to_http(status, Some(json!({"error": {"code": code, "message": message}})))
+}
+
+/// The operation behind each route.
+async fn run(app: &App, route: &Route, p: &Params, caller: &str, body: &[u8]) -> Result<Reply, Error> {
+    use StatusCode as S;
+    let svc = &app.service;
+    let (limit, cursor) = (p.int("limit")?, p.string("cursor"));
+    match route.op {
+        Op::Health => reply(S::OK, json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})),
+        Op::DevToken => {
+            let b: DevTokenBody = json_body(body)?;
+            validate_user_id(&b.user_id)?;
+            reply(S::OK, json!({"token": app.auth.issue(&b.user_id, app.cfg.dev_token_ttl_secs)?}))
+        }
+        Op::PutMe => reply(S::OK, svc.put_me(caller, json_body(body)?).await?),
+        Op::GetMe => reply(S::OK, svc.get_me(caller).await?),
+        Op::GetUser => reply(S::OK, svc.get_user(p.path("user_id")).await?),
+        Op::SendFriendRequest => {
+            let b: FriendRequestBody = json_body(body)?;
+            match svc.request_friend(caller, &b.to, b.message).await? {
+                RequestOutcome::Pending(r) => reply(S::CREATED, r),
+                RequestOutcome::Friends(f) => reply(S::OK, f),
+            }
+        }
+        Op::ListFriendRequests => {
+            let direction = match p.string("direction").as_deref() {
+                None | Some("incoming") => Direction::Incoming,
+                Some("outgoing") => Direction::Outgoing,
+                Some(_) => return Err(Error::invalid("direction must be incoming or outgoing")),
+            };
+            reply(S::OK, svc.list_friend_requests(caller, direction, limit, cursor).await?)
+        }
+        Op::AcceptFriendRequest => reply(S::OK, svc.accept_friend(caller, p.path("from")).await?),
+        Op::RejectFriendRequest => {
+            svc.reject_friend(caller, p.path("from")).await?;
+            no_content()
+        }
+        Op::ListFriends => reply(S::OK, svc.list_friends(caller, limit, cursor).await?),
+        Op::RemoveFriend => {
+            svc.remove_friend(caller, p.path("user_id")).await?;
+            no_content()
+        }
+        Op::CreateGroup => reply(S::CREATED, svc.create_group(caller, json_body(body)?).await?),
+        Op::GetGroup => reply(S::OK, svc.get_group(p.path("group_id")).await?),
+        Op::UpdateGroup => reply(S::OK, svc.update_group(caller, p.path("group_id"), json_body(body)?).await?),
+        Op::JoinGroup => {
+            let b: MessageBody = json_body(body)?;
+            match svc.join_group(caller, p.path("group_id"), b.message).await? {
+                JoinOutcome::Joined(m) => reply(S::OK, m),
+                JoinOutcome::Pending(r) => reply(S::ACCEPTED, r),
+            }
+        }
+        Op::ListJoinRequests => reply(S::OK, svc.list_join_requests(caller, p.path("group_id"), limit, cursor).await?),
+        Op::AcceptJoinRequest => reply(S::OK, svc.accept_join(caller, p.path("group_id"), p.path("user_id")).await?),
+        Op::RejectJoinRequest => {
+            svc.reject_join(caller, p.path("group_id"), p.path("user_id")).await?;
+            no_content()
+        }
+        Op::LeaveGroup => {
+            svc.leave_group(caller, p.path("group_id")).await?;
+            no_content()
+        }
+        Op::RemoveMember => {
+            svc.remove_member(caller, p.path("group_id"), p.path("user_id")).await?;
+            no_content()
+        }
+        Op::SetRole => {
+            let b: RoleBody = json_body(body)?;
+            reply(S::OK, svc.set_role(caller, p.path("group_id"), p.path("user_id"), b.role).await?)
+        }
+        Op::ListMembers => reply(S::OK, svc.list_members(caller, p.path("group_id"), limit, cursor).await?),
+        Op::MyGroups => reply(S::OK, svc.my_groups(caller, limit, cursor).await?),
+        Op::SendMessage => {
+            let sent = svc.send(caller, p.path("conversation_id"), json_body(body)?).await?;
+            reply(if sent.created { S::CREATED } else { S::OK }, sent.message)
+        }
+        Op::History => reply(S::OK, svc.history(caller, p.path("conversation_id"), p.int("before")?, limit).await?),
+        Op::Sync => reply(S::OK, svc.sync(caller, p.int("after")?, limit).await?),
+        Op::ListConversations => reply(S::OK, svc.list_conversations(caller, limit, cursor).await?),
+        Op::MarkRead => {
+            let b: ReadBody = json_body(body)?;
+            reply(S::OK, svc.mark_read(caller, p.path("conversation_id"), b.seq).await?)
+        }
+    }
+}

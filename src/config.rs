@@ -1,0 +1,86 @@
+//! The local server's configuration: defaults for `cargo run`, overridden by environment
+//! variables, read once at start-up. A malformed value stops the server with its name.
+
+use im_functions::HttpConfig;
+use im_shared::service::Config as ServiceConfig;
+use im_shared::service::fanout::WorkerConfig;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Signs dev tokens when no `IM_JWT_SECRET` is set; only ever used in dev mode.
+const DEV_SECRET: &str = "im-local-dev-secret-do-not-use-in-production";
+
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub addr: String,
+    pub jwt_secret: String,
+    pub http: HttpConfig,
+    pub service: ServiceConfig,
+    pub worker: WorkerConfig,
+    pub fanout_workers: usize,
+    pub max_receives: u32,
+    pub sweep_interval: Duration,
+    pub log_json: bool,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse<T: FromStr>(name: &str, default: T) -> Result<T, String> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| format!("{name}={v:?} is not a valid value")),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, String> {
+        let dev_mode = parse("IM_DEV_MODE", true)?;
+        let jwt_secret = match var("IM_JWT_SECRET") {
+            Some(s) => s,
+            None if dev_mode => DEV_SECRET.to_string(),
+            None => return Err("IM_JWT_SECRET must be set when IM_DEV_MODE=false".into()),
+        };
+        let mut service = ServiceConfig::default();
+        let ttl_days: f64 = parse("IM_SYNC_TTL_DAYS", 7.0)?;
+        service.sync_ttl_secs = parse("IM_SYNC_TTL_SECONDS", (ttl_days * 86_400.0) as i64)?;
+        if service.sync_ttl_secs < 1 {
+            return Err("the inbox TTL must be at least one second".into());
+        }
+        service.max_group_members = parse("IM_MAX_GROUP_MEMBERS", service.max_group_members)?;
+        service.max_text_chars = parse("IM_MAX_TEXT_CHARS", service.max_text_chars)?;
+        service.outbox_grace_ms = parse("IM_OUTBOX_GRACE_SECS", service.outbox_grace_ms / 1000)? * 1000;
+        let worker = WorkerConfig {
+            visibility: Duration::from_secs(parse("IM_FANOUT_VISIBILITY_SECS", 30)?),
+            retry_base: Duration::from_millis(parse("IM_FANOUT_RETRY_BASE_MS", 1000)?),
+            ..WorkerConfig::default()
+        };
+        let http =
+            HttpConfig { max_body_bytes: parse("IM_MAX_BODY_BYTES", 64 * 1024)?, dev_mode, ..HttpConfig::default() };
+        Ok(Config {
+            data_dir: PathBuf::from(var("IM_DATA_DIR").unwrap_or_else(|| "./data".into())),
+            addr: var("IM_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            jwt_secret,
+            http,
+            service,
+            worker,
+            fanout_workers: parse("IM_FANOUT_WORKERS", 2)?,
+            max_receives: parse("IM_QUEUE_MAX_RECEIVES", 5)?,
+            sweep_interval: Duration::from_millis(parse("IM_SWEEP_INTERVAL_MS", 10_000)?),
+            log_json: parse::<String>("IM_LOG_FORMAT", "text".into())? == "json",
+        })
+    }
+}
+
+pub fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("IM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cfg.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
