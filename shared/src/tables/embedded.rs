@@ -71,9 +71,10 @@ impl RedbTables {
                 let ttl_name = ttl_table_name(table);
                 let due: Vec<Vec<u8>> = {
                     let t = txn.open_table(def(&ttl_name)).map_err(|e| map_err(e.into()))?;
-                    let hi = enc_n(now_secs);
+                    // TTL keys are the expiry followed by the base key: everything below now+1.
+                    let hi = enc_n(now_secs.saturating_add(1));
                     let mut keys = Vec::new();
-                    for entry in t.range::<&[u8]>(..=hi.as_slice()).map_err(|e| map_err(e.into()))? {
+                    for entry in t.range::<&[u8]>(..hi.as_slice()).map_err(|e| map_err(e.into()))? {
                         let (k, _) = entry.map_err(|e| map_err(e.into()))?;
                         keys.push(k.value()[8..].to_vec());
                         if keys.len() >= 10_000 {
