@@ -1,0 +1,472 @@
+//! Every route of API.md over real HTTP against the server binary: the happy path and each
+//! documented error, and that the server keeps serving after every bad request.
+
+mod common;
+
+use common::{Server, User, assert_error};
+use reqwest::{Method, StatusCode as S};
+use serde_json::{Value, json};
+
+fn token_signed_with(secret: &[u8], sub: &str, exp_offset: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": sub, "exp": now + exp_offset}),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn health_needs_no_token_and_every_other_route_does() {
+    let s = Server::start();
+    let (st, v) = s.call(Method::GET, "/v1/health", None, None).await;
+    assert_eq!(st, S::OK);
+    assert_eq!(v["status"], "ok");
+    assert!(v["version"].is_string());
+    for (m, p) in [
+        (Method::GET, "/v1/me"),
+        (Method::GET, "/v1/sync"),
+        (Method::POST, "/v1/groups"),
+        (Method::GET, "/v1/conversations"),
+    ] {
+        let (st, v) = s.call(m, p, None, None).await;
+        assert_error(st, &v, S::UNAUTHORIZED, "unauthenticated");
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401() {
+    let s = Server::start_with(&[("IM_JWT_SECRET", "server-secret")]);
+    let good = token_signed_with(b"server-secret", "alice", 600);
+    assert_eq!(s.call(Method::PUT, "/v1/me", Some(&good), Some(json!({"name": "A"}))).await.0, S::OK);
+    for bad in [
+        token_signed_with(b"another-key", "alice", 600),
+        token_signed_with(b"server-secret", "alice", -3600),
+        token_signed_with(b"server-secret", "not a valid id!", 600),
+        "garbage".to_string(),
+        String::new(),
+    ] {
+        let (st, v) = s.call(Method::GET, "/v1/me", Some(&bad), None).await;
+        assert_error(st, &v, S::UNAUTHORIZED, "unauthenticated");
+    }
+    // The dev token route signs with the configured secret.
+    let dev = s.token("bob").await;
+    assert_eq!(s.call(Method::GET, "/v1/me", Some(&dev), None).await.0, S::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_dev_token_route_exists_only_in_dev_mode() {
+    let s = Server::start_with(&[("IM_DEV_MODE", "false"), ("IM_JWT_SECRET", "k")]);
+    let (st, v) = s.call(Method::POST, "/v1/dev/token", None, Some(json!({"user_id": "alice"}))).await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    let dev = Server::start();
+    let (st, v) = dev.call(Method::POST, "/v1/dev/token", None, Some(json!({"user_id": "bad id"}))).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+}
+
+#[tokio::test]
+async fn profiles_are_created_updated_and_validated() {
+    let s = Server::start();
+    let t = s.token("alice").await;
+    let (st, v) = s.call(Method::GET, "/v1/me", Some(&t), None).await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    let (st, v) = s
+        .call(
+            Method::PUT,
+            "/v1/me",
+            Some(&t),
+            Some(json!({"name": "Alice", "gender": "f", "avatar_url": "https://x/a.png", "bio": "hi", "extra": 1})),
+        )
+        .await;
+    assert_eq!(st, S::OK, "{v}");
+    assert_eq!(
+        (v["user_id"].as_str(), v["name"].as_str(), v["bio"].as_str()),
+        (Some("alice"), Some("Alice"), Some("hi"))
+    );
+    let created = v["created_at"].as_i64().unwrap();
+    let (_, v) = s.call(Method::PUT, "/v1/me", Some(&t), Some(json!({"name": "Alice B"}))).await;
+    assert_eq!(v["created_at"].as_i64(), Some(created), "created_at is kept on update");
+    assert_eq!(s.call(Method::GET, "/v1/me", Some(&t), None).await.1["name"], "Alice B");
+    let bob = s.user("bob").await;
+    let (st, v) = bob.get(&s, "/v1/users/alice").await;
+    assert_eq!((st, v["name"].as_str()), (S::OK, Some("Alice B")));
+    for k in ["user_id", "name", "gender", "avatar_url", "bio", "created_at"] {
+        assert!(v.get(k).is_some(), "profile has {k}: {v}");
+    }
+    let (st, v) = bob.get(&s, "/v1/users/nobody").await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    let (st, v) = bob.get(&s, "/v1/users/bad%20id").await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    for body in [
+        json!({}),
+        json!({"name": ""}),
+        json!({"name": "x".repeat(101)}),
+        json!({"name": 5}),
+        json!({"name": "A", "avatar_url": "ftp://x"}),
+        json!([1]),
+    ] {
+        let (st, v) = s.call(Method::PUT, "/v1/me", Some(&t), Some(body.clone())).await;
+        assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    }
+    let (st, v) = s.raw(Method::PUT, "/v1/me", Some(&t), b"{\"name\": ".to_vec()).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    let (st, v) = s.raw(Method::PUT, "/v1/me", Some(&t), vec![b' '; 70 * 1024]).await;
+    assert_error(st, &v, S::PAYLOAD_TOO_LARGE, "too_large");
+}
+
+#[tokio::test]
+async fn friend_requests_accept_reject_list_and_remove() {
+    let s = Server::start();
+    let (a, b, c) = (s.user("alice").await, s.user("bob").await, s.user("carol").await);
+    let (st, v) = a.post(&s, "/v1/friend-requests", json!({"to": "bob", "message": "hi"})).await;
+    assert_eq!(st, S::CREATED, "{v}");
+    assert_eq!(
+        (v["from"].as_str(), v["to"].as_str(), v["status"].as_str(), v["message"].as_str()),
+        (Some("alice"), Some("bob"), Some("pending"), Some("hi"))
+    );
+    let (st, v) = a.post(&s, "/v1/friend-requests", json!({"to": "bob"})).await;
+    assert_error(st, &v, S::CONFLICT, "conflict");
+    let (_, v) = b.get(&s, "/v1/friend-requests?direction=incoming").await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert_eq!(v["next_cursor"], Value::Null);
+    let (_, v) = a.get(&s, "/v1/friend-requests?direction=outgoing").await;
+    assert_eq!(v["items"][0]["to"], "bob");
+    let (st, v) = a.get(&s, "/v1/friend-requests?direction=sideways").await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    let (st, v) = b.post(&s, "/v1/friend-requests/alice/accept", json!({})).await;
+    assert_eq!(st, S::OK, "{v}");
+    let conv = v["conversation_id"].as_str().unwrap().to_string();
+    assert!(conv.starts_with("s_") && conv.len() <= 64);
+    assert_eq!(v["user_id"], "alice");
+    for (u, other) in [(&a, "bob"), (&b, "alice")] {
+        let (_, v) = u.get(&s, "/v1/friends").await;
+        assert_eq!(v["items"][0]["user_id"], other);
+        assert_eq!(v["items"][0]["conversation_id"], conv.as_str());
+        assert_eq!(v["items"][0]["name"], format!("{other} name"));
+    }
+    let (st, v) = a.post(&s, "/v1/friend-requests", json!({"to": "bob"})).await;
+    assert_error(st, &v, S::CONFLICT, "conflict");
+    let (st, v) = b.post(&s, "/v1/friend-requests/alice/accept", json!({})).await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    let (st, v) = a.post(&s, "/v1/friend-requests", json!({"to": "alice"})).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    let (st, v) = a.post(&s, "/v1/friend-requests", json!({"to": "nobody"})).await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    let (st, v) = a.post(&s, "/v1/friend-requests", json!({"to": 42})).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    let (st, v) = a.post(&s, "/v1/friend-requests", json!({})).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    // Reject.
+    c.post(&s, "/v1/friend-requests", json!({"to": "alice"})).await;
+    let (st, _) = a.post(&s, "/v1/friend-requests/carol/reject", json!({})).await;
+    assert_eq!(st, S::NO_CONTENT);
+    let (st, v) = a.post(&s, "/v1/friend-requests/carol/reject", json!({})).await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    assert!(a.get(&s, "/v1/friend-requests").await.1["items"].as_array().unwrap().is_empty());
+    // Asking someone who already asked you makes you friends at once.
+    c.post(&s, "/v1/friend-requests", json!({"to": "alice"})).await;
+    let (st, v) = a.post(&s, "/v1/friend-requests", json!({"to": "carol"})).await;
+    assert_eq!(st, S::OK, "{v}");
+    assert_eq!(v["user_id"], "carol");
+    // Remove: both sides at once; history stays with the same conversation id.
+    assert_eq!(a.send(&s, &conv, "m1", "before").await.0, S::CREATED);
+    let (st, _) = a.delete(&s, "/v1/friends/bob").await;
+    assert_eq!(st, S::NO_CONTENT);
+    let (st, v) = b.delete(&s, "/v1/friends/alice").await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    assert!(b.get(&s, "/v1/friends").await.1["items"].as_array().unwrap().is_empty());
+    assert_eq!(s.befriend(&b, &a).await, conv, "the pair's conversation id is stable");
+    let (_, v) = a.get(&s, &format!("/v1/conversations/{conv}/messages")).await;
+    assert_eq!(v["items"][0]["text"], "before");
+}
+
+#[tokio::test]
+async fn lists_page_with_cursors_and_check_limits() {
+    let s = Server::start();
+    let a = s.user("alice").await;
+    for i in 0..7 {
+        let f = s.user(&format!("f{i}")).await;
+        s.befriend(&f, &a).await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/friends?limit=3&cursor={c}"),
+            None => "/v1/friends?limit=3".to_string(),
+        };
+        let (st, v) = a.get(&s, &path).await;
+        assert_eq!(st, S::OK, "{v}");
+        assert!(v["items"].as_array().unwrap().len() <= 3);
+        seen.extend(v["items"].as_array().unwrap().iter().map(|f| f["user_id"].as_str().unwrap().to_string()));
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).map(|i| format!("f{i}")).collect::<Vec<_>>());
+    for bad in ["limit=0", "limit=201", "limit=-1", "limit=abc", "cursor=%21%21"] {
+        let (st, v) = a.get(&s, &format!("/v1/friends?{bad}")).await;
+        assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    }
+    assert_eq!(a.get(&s, "/v1/friends?limit=200").await.0, S::OK);
+    // Another user's cursor does not read this user's list.
+    let f0 = User { id: "f0".into(), token: s.token("f0").await };
+    let (_, v) = a.get(&s, "/v1/friends?limit=1").await;
+    let (st, v) = f0.get(&s, &format!("/v1/friends?cursor={}", v["next_cursor"].as_str().unwrap())).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+}
+
+#[tokio::test]
+async fn groups_roles_join_policies_and_requests() {
+    let s = Server::start();
+    let (o, a, m, x) = (s.user("owner").await, s.user("admin").await, s.user("member").await, s.user("outsider").await);
+    let (st, v) = o
+        .post(
+            &s,
+            "/v1/groups",
+            json!({"name": "Rust", "description": "d", "join_policy": "approval", "members": ["admin", "member"]}),
+        )
+        .await;
+    assert_eq!(st, S::CREATED, "{v}");
+    let g = v["group_id"].as_str().unwrap().to_string();
+    assert!(g.starts_with("g_") && g.len() <= 64);
+    assert_eq!(
+        (v["owner"].as_str(), v["member_count"].as_i64(), v["join_policy"].as_str()),
+        (Some("owner"), Some(3), Some("approval"))
+    );
+    for body in [
+        json!({"name": "", "join_policy": "open"}),
+        json!({"name": "n", "join_policy": "closed"}),
+        json!({"name": "n"}),
+        json!({"name": "n", "join_policy": "open", "members": ["nobody"]}),
+    ] {
+        let (st, v) = o.post(&s, "/v1/groups", body).await;
+        assert!(st == S::BAD_REQUEST || st == S::NOT_FOUND, "{st} {v}");
+    }
+    let (st, v) = x.get(&s, &format!("/v1/groups/{g}")).await;
+    assert_eq!((st, v["name"].as_str()), (S::OK, Some("Rust")), "any signed-in user sees a group");
+    let (st, v) = x.get(&s, "/v1/groups/g_missing").await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    let (st, v) = x.get(&s, "/v1/groups/not-a-group").await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    // Roles.
+    let (st, v) = a.put(&s, &format!("/v1/groups/{g}/members/member/role"), json!({"role": "admin"})).await;
+    assert_error(st, &v, S::FORBIDDEN, "permission_denied");
+    let (st, v) = o.put(&s, &format!("/v1/groups/{g}/members/admin/role"), json!({"role": "admin"})).await;
+    assert_eq!((st, v["role"].as_str()), (S::OK, Some("admin")), "{v}");
+    let (st, v) = o.put(&s, &format!("/v1/groups/{g}/members/admin/role"), json!({"role": "king"})).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    let (st, v) = o.put(&s, &format!("/v1/groups/{g}/members/owner/role"), json!({"role": "member"})).await;
+    assert_error(st, &v, S::CONFLICT, "conflict");
+    let (st, v) = o.put(&s, &format!("/v1/groups/{g}/members/outsider/role"), json!({"role": "admin"})).await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    // Patch: owner or admin.
+    let (st, v) = m.patch(&s, &format!("/v1/groups/{g}"), json!({"name": "Mine"})).await;
+    assert_error(st, &v, S::FORBIDDEN, "permission_denied");
+    let (st, v) = x.patch(&s, &format!("/v1/groups/{g}"), json!({"name": "Mine"})).await;
+    assert_error(st, &v, S::FORBIDDEN, "permission_denied");
+    let (st, v) = a.patch(&s, &format!("/v1/groups/{g}"), json!({"name": "Rustaceans"})).await;
+    assert_eq!((st, v["name"].as_str()), (S::OK, Some("Rustaceans")), "{v}");
+    let (st, v) = a.patch(&s, &format!("/v1/groups/{g}"), json!({})).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    // Approval: a pending request, seen and decided by admins only.
+    let (st, v) = x.post(&s, &format!("/v1/groups/{g}/join"), json!({"message": "let me in"})).await;
+    assert_eq!((st, v["status"].as_str()), (S::ACCEPTED, Some("pending")), "{v}");
+    let (st, v) = x.post(&s, &format!("/v1/groups/{g}/join"), json!({})).await;
+    assert_error(st, &v, S::CONFLICT, "conflict");
+    let (st, v) = m.get(&s, &format!("/v1/groups/{g}/join-requests")).await;
+    assert_error(st, &v, S::FORBIDDEN, "permission_denied");
+    let (st, v) = a.get(&s, &format!("/v1/groups/{g}/join-requests")).await;
+    assert_eq!((st, v["items"][0]["user_id"].as_str()), (S::OK, Some("outsider")), "{v}");
+    let (st, v) = m.post(&s, &format!("/v1/groups/{g}/join-requests/outsider/accept"), json!({})).await;
+    assert_error(st, &v, S::FORBIDDEN, "permission_denied");
+    let (st, v) = a.post(&s, &format!("/v1/groups/{g}/join-requests/outsider/accept"), json!({})).await;
+    assert_eq!((st, v["role"].as_str()), (S::OK, Some("member")), "{v}");
+    let (st, v) = a.post(&s, &format!("/v1/groups/{g}/join-requests/outsider/accept"), json!({})).await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    let (st, v) = x.post(&s, &format!("/v1/groups/{g}/join"), json!({})).await;
+    assert_error(st, &v, S::CONFLICT, "conflict");
+    let late = s.user("late").await;
+    late.post(&s, &format!("/v1/groups/{g}/join"), json!({})).await;
+    assert_eq!(o.post(&s, &format!("/v1/groups/{g}/join-requests/late/reject"), json!({})).await.0, S::NO_CONTENT);
+    let (st, v) = o.post(&s, &format!("/v1/groups/{g}/join-requests/late/reject"), json!({})).await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    // Members: members only, paged.
+    let (st, v) = late.get(&s, &format!("/v1/groups/{g}/members")).await;
+    assert_error(st, &v, S::FORBIDDEN, "permission_denied");
+    let (st, v) = m.get(&s, &format!("/v1/groups/{g}/members?limit=2")).await;
+    assert_eq!(st, S::OK);
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+    assert!(v["next_cursor"].is_string());
+    assert_eq!(s.call(Method::GET, &format!("/v1/groups/{g}"), Some(&o.token), None).await.1["member_count"], 4);
+    // Removal: admins remove members, never admins or the owner.
+    let (st, v) = a.delete(&s, &format!("/v1/groups/{g}/members/owner")).await;
+    assert_error(st, &v, S::FORBIDDEN, "permission_denied");
+    let (st, v) = m.delete(&s, &format!("/v1/groups/{g}/members/outsider")).await;
+    assert_error(st, &v, S::FORBIDDEN, "permission_denied");
+    assert_eq!(a.delete(&s, &format!("/v1/groups/{g}/members/outsider")).await.0, S::NO_CONTENT);
+    let (st, v) = a.delete(&s, &format!("/v1/groups/{g}/members/outsider")).await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    // Leaving: the owner cannot while others remain.
+    let (st, v) = o.post(&s, &format!("/v1/groups/{g}/leave"), json!({})).await;
+    assert_error(st, &v, S::CONFLICT, "conflict");
+    assert_eq!(m.post(&s, &format!("/v1/groups/{g}/leave"), json!({})).await.0, S::NO_CONTENT);
+    let (st, v) = m.post(&s, &format!("/v1/groups/{g}/leave"), json!({})).await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    let (_, v) = a.get(&s, "/v1/me/groups").await;
+    assert_eq!(v["items"][0]["group_id"], g.as_str());
+    assert!(m.get(&s, "/v1/me/groups").await.1["items"].as_array().unwrap().is_empty());
+    // Open groups: join at once.
+    let open = s.group(&o, &[], "open").await;
+    let (st, v) = x.post(&s, &format!("/v1/groups/{open}/join"), json!({})).await;
+    assert_eq!((st, v["role"].as_str()), (S::OK, Some("member")), "{v}");
+}
+
+#[tokio::test]
+async fn group_size_is_limited() {
+    let s = Server::start_with(&[("IM_MAX_GROUP_MEMBERS", "3")]);
+    let o = s.user("o").await;
+    let g = s.group(&o, &[&s.user("a").await], "open").await;
+    assert_eq!(s.user("b").await.post(&s, &format!("/v1/groups/{g}/join"), json!({})).await.0, S::OK);
+    let (st, v) = s.user("c").await.post(&s, &format!("/v1/groups/{g}/join"), json!({})).await;
+    assert_error(st, &v, S::CONFLICT, "conflict");
+    let many: Vec<String> = (0..41).map(|i| format!("u{i}")).collect();
+    let (st, v) = o.post(&s, "/v1/groups", json!({"name": "big", "join_policy": "open", "members": many})).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+}
+
+#[tokio::test]
+async fn messages_send_page_and_reject_bad_input() {
+    let s = Server::start();
+    let (a, b, x) = (s.user("alice").await, s.user("bob").await, s.user("mallory").await);
+    let conv = s.befriend(&a, &b).await;
+    let (st, v) = a.send(&s, &conv, "c1", "hello").await;
+    assert_eq!(st, S::CREATED, "{v}");
+    for k in ["conversation_id", "seq", "sender", "client_msg_id", "type", "text", "send_time"] {
+        assert!(v.get(k).is_some(), "message has {k}: {v}");
+    }
+    assert_eq!((v["seq"].as_i64(), v["sender"].as_str(), v["type"].as_str()), (Some(1), Some("alice"), Some("text")));
+    for i in 2..=12 {
+        assert_eq!(b.send(&s, &conv, &format!("c{i}"), &format!("m{i}")).await.0, S::CREATED);
+    }
+    // History: newest first, paged by `before`.
+    let (st, v) = a.get(&s, &format!("/v1/conversations/{conv}/messages?limit=5")).await;
+    assert_eq!(st, S::OK);
+    let seqs =
+        |v: &Value| v["items"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(seqs(&v), vec![12, 11, 10, 9, 8]);
+    assert_eq!(v["next_before"], 8);
+    let (_, v) = a.get(&s, &format!("/v1/conversations/{conv}/messages?limit=5&before=8")).await;
+    assert_eq!(seqs(&v), vec![7, 6, 5, 4, 3]);
+    let (_, v) = a.get(&s, &format!("/v1/conversations/{conv}/messages?limit=5&before=3")).await;
+    assert_eq!(seqs(&v), vec![2, 1]);
+    assert_eq!(v["next_before"], Value::Null);
+    let (_, v) = a.get(&s, &format!("/v1/conversations/{conv}/messages")).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 12, "default page is 30");
+    for q in ["limit=0", "limit=101", "before=0", "before=x"] {
+        let (st, v) = a.get(&s, &format!("/v1/conversations/{conv}/messages?{q}")).await;
+        assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    }
+    // Bad input.
+    let (st, v) = a.send(&s, &conv, "big", &"字".repeat(8001)).await;
+    assert_error(st, &v, S::PAYLOAD_TOO_LARGE, "too_large");
+    assert_eq!(a.send(&s, &conv, "exact", &"字".repeat(8000)).await.0, S::CREATED, "8,000 characters is allowed");
+    for body in [
+        json!({"client_msg_id": "x", "type": "text", "text": ""}),
+        json!({"client_msg_id": "", "type": "text", "text": "t"}),
+        json!({"client_msg_id": "x".repeat(65), "type": "text", "text": "t"}),
+        json!({"client_msg_id": "x", "type": "image", "text": "t"}),
+        json!({"client_msg_id": "x", "type": "text"}),
+        json!({"client_msg_id": 1, "type": "text", "text": "t"}),
+    ] {
+        let (st, v) = a.post(&s, &format!("/v1/conversations/{conv}/messages"), body).await;
+        assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    }
+    let (st, v) = a.send(&s, "x_bad", "c", "t").await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    let (st, v) = a.send(&s, "s_doesnotexist", "c", "t").await;
+    assert_error(st, &v, S::NOT_FOUND, "not_found");
+    let (st, v) = x.send(&s, &conv, "c", "intruding").await;
+    assert_error(st, &v, S::FORBIDDEN, "permission_denied");
+    let (st, v) = x.get(&s, &format!("/v1/conversations/{conv}/messages")).await;
+    assert_error(st, &v, S::FORBIDDEN, "permission_denied");
+    // Sync limits.
+    for q in ["limit=0", "limit=501", "after=-1", "after=abc"] {
+        let (st, v) = a.get(&s, &format!("/v1/sync?{q}")).await;
+        assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    }
+    let (st, v) = a.get(&s, "/v1/sync?limit=500").await;
+    assert_eq!(st, S::OK);
+    assert_eq!(v["has_more"], false);
+}
+
+#[tokio::test]
+async fn conversations_list_by_recent_activity_with_titles() {
+    let s = Server::start();
+    let (a, b, c) = (s.user("alice").await, s.user("bob").await, s.user("carol").await);
+    let ab = s.befriend(&a, &b).await;
+    let ac = s.befriend(&a, &c).await;
+    let g = s.group(&a, &[&b], "open").await;
+    b.send(&s, &ab, "1", "from bob").await;
+    c.send(&s, &ac, "2", "from carol").await;
+    b.send(&s, &g, "3", "in group").await;
+    s.eventually(10, "group message in alice's summary", || async { a.summary(&s, &g).await["unread"] == 1 }).await;
+    let (_, v) = a.get(&s, "/v1/conversations").await;
+    let ids: Vec<&str> =
+        v["items"].as_array().unwrap().iter().map(|c| c["conversation_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![g.as_str(), ac.as_str(), ab.as_str()], "most recent activity first");
+    let first = &v["items"][0];
+    assert_eq!((first["type"].as_str(), first["title"].as_str()), (Some("group"), Some("Team")));
+    assert_eq!(first["last_message"]["text"], "in group");
+    let single = &v["items"][1];
+    assert_eq!(
+        (single["type"].as_str(), single["title"].as_str(), single["peer"].as_str()),
+        (Some("single"), Some("carol name"), Some("carol"))
+    );
+    let (_, p) = a.get(&s, "/v1/conversations?limit=2").await;
+    assert_eq!(p["items"].as_array().unwrap().len(), 2);
+    let (_, p2) = a.get(&s, &format!("/v1/conversations?limit=2&cursor={}", p["next_cursor"].as_str().unwrap())).await;
+    assert_eq!(p2["items"][0]["conversation_id"], ab.as_str());
+    assert_eq!(p2["next_cursor"], Value::Null);
+    // Mark read: errors.
+    let (st, v) = a.post(&s, &format!("/v1/conversations/{ab}/read"), json!({"seq": 99})).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    let (st, v) = c.post(&s, &format!("/v1/conversations/{ab}/read"), json!({})).await;
+    assert_error(st, &v, S::FORBIDDEN, "permission_denied");
+    let (st, v) = a.post(&s, &format!("/v1/conversations/{ab}/read"), json!({"seq": "one"})).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    let (st, v) = a.post(&s, &format!("/v1/conversations/{ab}/read"), json!({})).await;
+    assert_eq!((st, v["unread"].as_i64(), v["read_seq"].as_i64()), (S::OK, Some(0), Some(1)), "{v}");
+}
+
+#[tokio::test]
+async fn the_server_keeps_serving_after_bad_requests() {
+    let s = Server::start();
+    let a = s.user("alice").await;
+    let client = reqwest::Client::new();
+    let bad: Vec<(Method, &str, Vec<u8>)> = vec![
+        (Method::POST, "/v1/groups", b"{".to_vec()),
+        (Method::POST, "/v1/groups", vec![0xff, 0xfe, 0x00]),
+        (Method::POST, "/v1/groups", b"null".to_vec()),
+        (Method::POST, "/v1/groups", b"\"string\"".to_vec()),
+        (Method::PUT, "/v1/me", vec![b'['; 60_000]),
+        (Method::PUT, "/v1/me", vec![b'x'; 2_000_000]),
+        (Method::DELETE, "/v1/me", vec![]),
+        (Method::GET, "/v1/users/%FF%FE", vec![]),
+        (Method::GET, "/v1/sync?limit=99999999999999999999999", vec![]),
+        (Method::GET, "/v1/../../etc/passwd", vec![]),
+        (Method::POST, "/v1/conversations/g_%00/messages", b"{}".to_vec()),
+    ];
+    for (m, p, body) in bad {
+        let resp =
+            client.request(m.clone(), format!("{}{p}", s.base)).bearer_auth(&a.token).body(body).send().await.unwrap();
+        let st = resp.status();
+        assert!(st.is_client_error(), "{m} {p}: {st}");
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(v["error"]["code"].is_string(), "{m} {p}: a JSON error body, got {v}");
+    }
+    assert_eq!(s.call(Method::GET, "/v1/health", None, None).await.0, S::OK);
+    assert_eq!(a.get(&s, "/v1/me").await.0, S::OK);
+}

@@ -1,0 +1,240 @@
+//! The black-box harness: the real server binary on a free loopback port, over real HTTP.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub dir: PathBuf,
+    env: Vec<(String, String)>,
+    http: Client,
+}
+
+impl Server {
+    /// A server on a fresh data directory.
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut s = Server { child: None, base: String::new(), dir, env, http: Client::new() };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_im-server"));
+        cmd.env("IM_ADDR", "127.0.0.1:0")
+            .env("IM_DATA_DIR", &self.dir)
+            .env("IM_LOG", "warn,im_server=info")
+            .env_remove("IM_JWT_SECRET")
+            .env_remove("IM_DEV_MODE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start im-server");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        // Keep draining the log so the server never blocks on a full pipe; show it on failure.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let addr =
+                        line[i + "listening on http://".len()..].split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                if line.contains("ERROR") || line.contains("panicked") {
+                    eprintln!("[server] {line}");
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server did not report its address");
+        self.base = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9");
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts the server again on the same data directory (after `kill9`).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let value =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    /// A raw request: any body bytes and content type.
+    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(body)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn token(&self, user_id: &str) -> String {
+        let (s, v) = self.call(Method::POST, "/v1/dev/token", None, Some(json!({"user_id": user_id}))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    /// A user with a profile.
+    pub async fn user(&self, user_id: &str) -> User {
+        let token = self.token(user_id).await;
+        let (s, v) =
+            self.call(Method::PUT, "/v1/me", Some(&token), Some(json!({"name": format!("{user_id} name")}))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        User { id: user_id.to_string(), token }
+    }
+
+    /// Makes two users friends; returns their conversation id.
+    pub async fn befriend(&self, a: &User, b: &User) -> String {
+        let (s, v) = a.post(self, "/v1/friend-requests", json!({"to": b.id})).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = b.post(self, &format!("/v1/friend-requests/{}/accept", a.id), json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["conversation_id"].as_str().unwrap().to_string()
+    }
+
+    /// A group owned by `owner` with `members` named at creation; returns its id.
+    pub async fn group(&self, owner: &User, members: &[&User], policy: &str) -> String {
+        let ids: Vec<&str> = members.iter().map(|m| m.id.as_str()).collect();
+        let (s, v) =
+            owner.post(self, "/v1/groups", json!({"name": "Team", "join_policy": policy, "members": ids})).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["group_id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until `check` holds, polling; panics after `secs`.
+    pub async fn eventually<F, Fut>(&self, secs: u64, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: String,
+    pub token: String,
+}
+
+impl User {
+    pub async fn get(&self, s: &Server, path: &str) -> (StatusCode, Value) {
+        s.call(Method::GET, path, Some(&self.token), None).await
+    }
+    pub async fn post(&self, s: &Server, path: &str, body: Value) -> (StatusCode, Value) {
+        s.call(Method::POST, path, Some(&self.token), Some(body)).await
+    }
+    pub async fn put(&self, s: &Server, path: &str, body: Value) -> (StatusCode, Value) {
+        s.call(Method::PUT, path, Some(&self.token), Some(body)).await
+    }
+    pub async fn patch(&self, s: &Server, path: &str, body: Value) -> (StatusCode, Value) {
+        s.call(Method::PATCH, path, Some(&self.token), Some(body)).await
+    }
+    pub async fn delete(&self, s: &Server, path: &str) -> (StatusCode, Value) {
+        s.call(Method::DELETE, path, Some(&self.token), None).await
+    }
+
+    pub async fn send(&self, s: &Server, conv: &str, client_msg_id: &str, text: &str) -> (StatusCode, Value) {
+        self.post(
+            s,
+            &format!("/v1/conversations/{conv}/messages"),
+            json!({"client_msg_id": client_msg_id, "type": "text", "text": text}),
+        )
+        .await
+    }
+
+    /// The whole inbox after `after`, following `next_after` while `has_more`.
+    pub async fn sync_from(&self, s: &Server, after: i64) -> (Vec<Value>, bool) {
+        let (mut items, mut after, mut reset) = (Vec::new(), after, false);
+        loop {
+            let (st, v) = self.get(s, &format!("/v1/sync?after={after}&limit=500")).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            reset |= v["reset"].as_bool().unwrap();
+            items.extend(v["items"].as_array().unwrap().iter().cloned());
+            after = v["next_after"].as_i64().unwrap();
+            if !v["has_more"].as_bool().unwrap() {
+                return (items, reset);
+            }
+        }
+    }
+
+    /// Message entries of one conversation in the inbox, as (seq, text).
+    pub async fn inbox_messages(&self, s: &Server, conv: &str) -> Vec<(i64, String)> {
+        let (items, _) = self.sync_from(s, 0).await;
+        items
+            .iter()
+            .filter(|e| e["kind"] == "message" && e["conversation_id"] == conv)
+            .map(|e| (e["message"]["seq"].as_i64().unwrap(), e["message"]["text"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    pub async fn summary(&self, s: &Server, conv: &str) -> Value {
+        let (st, v) = self.get(s, "/v1/conversations?limit=200").await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        v["items"].as_array().unwrap().iter().find(|c| c["conversation_id"] == conv).cloned().unwrap_or(Value::Null)
+    }
+}
+
+pub fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
