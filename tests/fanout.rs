@@ -149,3 +149,45 @@ async fn malformed_or_unknown_jobs_fail_loudly() {
         assert!(f.svc.handle_fanout(body).await.is_err(), "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_job_run_by_several_workers_at_once_fills_each_inbox_once() {
+    let f = Arc::new(fixture(30_000).await);
+    let mut seqs = Vec::new();
+    for round in 0..5 {
+        let seq = f.send(&format!("m{round}")).await;
+        seqs.push(seq);
+        let body = format!(r#"{{"v":1,"conversation_id":"{}","seq":{seq}}}"#, f.group);
+        // Four workers race on the very same job, each following its continuation chain.
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let (f, body) = (f.clone(), body.clone());
+                tokio::spawn(async move { f.svc.handle_fanout(&body).await.unwrap() })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        while let jobs = f.take_jobs().await
+            && !jobs.is_empty()
+        {
+            let runs: Vec<_> = jobs
+                .iter()
+                .flat_map(|j| std::iter::repeat_n(j.body.clone(), 3))
+                .map(|body| {
+                    let f = f.clone();
+                    tokio::spawn(async move { f.svc.handle_fanout(&body).await.unwrap() })
+                })
+                .collect();
+            for r in runs {
+                r.await.unwrap();
+            }
+            for j in jobs {
+                f.queue.ack(FANOUT, &j.receipt).await.unwrap();
+            }
+        }
+    }
+    for seq in seqs {
+        assert_eq!(f.copies(seq).await, vec![1; 10], "message {seq}");
+    }
+}
