@@ -13,14 +13,31 @@ use config::Config;
 use im_functions::dispatch::{self, App};
 use im_shared::Error;
 use im_shared::queue::embedded::EmbeddedQueue;
-use im_shared::queue::service_queues;
+use im_shared::queue::names::{FANOUT, FANOUT_DLQ};
+use im_shared::queue::{Queue, service_queues};
 use im_shared::service::Service;
 use im_shared::tables::embedded::RedbTables;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+const USAGE: &str = "usage: im-server [serve | redrive | queue-stats]
+  serve        run the server (the default)
+  redrive      move dead-lettered fan-out jobs back to the fan-out queue (server stopped)
+  queue-stats  print the fan-out queue's and its dead-letter queue's depth (server stopped)
+configuration: environment variables, see README.md";
+
 fn main() {
+    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
+    if !matches!(command.as_str(), "serve" | "redrive" | "queue-stats") {
+        let help = matches!(command.as_str(), "-h" | "--help" | "help");
+        if help {
+            println!("{USAGE}")
+        } else {
+            eprintln!("im-server: unknown command {command:?}\n{USAGE}")
+        }
+        std::process::exit(if help { 0 } else { 2 });
+    }
     let cfg = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -30,10 +47,37 @@ fn main() {
     };
     config::init_logging(&cfg);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    if let Err(e) = rt.block_on(serve(cfg)) {
-        tracing::error!("im-server stopped: {e}");
+    let outcome = match command.as_str() {
+        "redrive" => rt.block_on(redrive(cfg)),
+        "queue-stats" => rt.block_on(queue_stats(cfg)),
+        _ => rt.block_on(serve(cfg)),
+    };
+    if let Err(e) = outcome {
+        tracing::error!("im-server {command}: {e}");
         std::process::exit(1);
     }
+}
+
+fn open_queue(cfg: &Config) -> Result<EmbeddedQueue, String> {
+    let path = cfg.data_dir.join("queue.redb");
+    EmbeddedQueue::open(&path, service_queues(cfg.max_receives))
+        .map_err(|e| format!("cannot open {} (stop the server first: it holds the file): {e}", path.display()))
+}
+
+/// The operator's redrive: after fixing what made jobs fail, put them back.
+async fn redrive(cfg: Config) -> Result<(), String> {
+    let moved = open_queue(&cfg)?.redrive(FANOUT).await.map_err(|e| e.to_string())?;
+    println!("moved {moved} job(s) from {FANOUT_DLQ} back to {FANOUT}");
+    Ok(())
+}
+
+async fn queue_stats(cfg: Config) -> Result<(), String> {
+    let q = open_queue(&cfg)?;
+    for name in [FANOUT, FANOUT_DLQ] {
+        let d = q.depth(name).await.map_err(|e| e.to_string())?;
+        println!("{name}: {} waiting, {} in flight", d.waiting, d.in_flight);
+    }
+    Ok(())
 }
 
 async fn serve(cfg: Config) -> Result<(), String> {

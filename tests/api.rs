@@ -35,6 +35,30 @@ async fn health_needs_no_token_and_every_other_route_does() {
     }
 }
 
+/// Generated from the route table, so that a new route cannot be left open by mistake.
+#[tokio::test]
+async fn every_route_but_health_and_the_dev_token_needs_a_valid_token() {
+    let s = Server::start();
+    let expired = token_signed_with(b"im-local-dev-secret-do-not-use-in-production", "alice", -3600);
+    let forged = token_signed_with(b"someone-elses-key", "alice", 600);
+    for r in im_functions::ROUTES {
+        let path = r.path.replace("{group_id}", "g_x").replace("{conversation_id}", "g_x").replace(['{', '}'], "");
+        let method = Method::from_bytes(r.method.as_str().as_bytes()).unwrap();
+        if !r.auth {
+            assert!(
+                matches!(r.op, im_functions::Op::Health | im_functions::Op::DevToken),
+                "{} must need a token",
+                r.path
+            );
+            continue;
+        }
+        for token in [None, Some(expired.as_str()), Some(forged.as_str())] {
+            let (st, v) = s.call(method.clone(), &path, token, Some(json!({}))).await;
+            assert_error(st, &v, S::UNAUTHORIZED, "unauthenticated");
+        }
+    }
+}
+
 #[tokio::test]
 async fn bad_tokens_are_401() {
     let s = Server::start_with(&[("IM_JWT_SECRET", "server-secret")]);

@@ -6,11 +6,13 @@ use im_shared::model::JoinPolicy;
 use im_shared::queue::embedded::EmbeddedQueue;
 use im_shared::queue::names::FANOUT;
 use im_shared::queue::{Delivery, Queue, service_queues};
+use im_shared::schema::SYNC;
 use im_shared::service::groups::CreateGroupInput;
 use im_shared::service::messages::SendInput;
 use im_shared::service::users::ProfileInput;
 use im_shared::service::{Config, Service};
 use im_shared::tables::embedded::RedbTables;
+use im_shared::tables::{Cond, Item, Key, Page, Query, StoreError, Tables, TxOp, Update, WriteOp};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +27,11 @@ struct Fixture {
 /// test drives the queue by hand.
 async fn fixture(outbox_grace_ms: i64) -> Fixture {
     let dir = tempfile::tempdir().unwrap().keep();
-    let tables = Arc::new(RedbTables::open(&dir.join("t.redb")).unwrap());
+    fixture_on(Arc::new(RedbTables::open(&dir.join("t.redb")).unwrap()), outbox_grace_ms).await
+}
+
+async fn fixture_on(tables: Arc<dyn Tables>, outbox_grace_ms: i64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap().keep();
     let queue = Arc::new(EmbeddedQueue::open(&dir.join("q.redb"), service_queues(5)).unwrap());
     let cfg = Config { fanout_page: 3, fanout_batch: 2, outbox_grace_ms, ..Config::default() };
     let svc = Service::new(tables, queue.clone(), cfg);
@@ -59,6 +65,25 @@ impl Fixture {
         self.queue.receive(FANOUT, 10, Duration::from_secs(60), Duration::from_millis(100)).await.unwrap()
     }
 
+    /// Runs queued jobs until none is left: each one `runs` times (redelivery), then acked.
+    async fn run_all_jobs(&self, runs: usize) -> usize {
+        let mut rounds = 0;
+        loop {
+            let jobs = self.take_jobs().await;
+            if jobs.is_empty() {
+                return rounds;
+            }
+            for job in &jobs {
+                for _ in 0..runs {
+                    self.svc.handle_fanout(&job.body).await.unwrap();
+                }
+                self.queue.ack(FANOUT, &job.receipt).await.unwrap();
+            }
+            rounds += 1;
+            assert!(rounds < 20, "the job chain must end");
+        }
+    }
+
     /// How many times each member's inbox holds message `seq` of the group.
     async fn copies(&self, seq: i64) -> Vec<usize> {
         let mut out = Vec::new();
@@ -81,21 +106,8 @@ impl Fixture {
 async fn a_job_delivered_twice_and_its_continuations_fill_each_inbox_once() {
     let f = fixture(30_000).await;
     let seq = f.send("m1").await;
-    let mut rounds = 0;
-    loop {
-        let jobs = f.take_jobs().await;
-        if jobs.is_empty() {
-            break;
-        }
-        for job in &jobs {
-            // At-least-once delivery: every job runs twice.
-            f.svc.handle_fanout(&job.body).await.unwrap();
-            f.svc.handle_fanout(&job.body).await.unwrap();
-            f.queue.ack(FANOUT, &job.receipt).await.unwrap();
-        }
-        rounds += 1;
-        assert!(rounds < 20, "the job chain must end");
-    }
+    // At-least-once delivery: every job runs twice.
+    let rounds = f.run_all_jobs(2).await;
     assert!(rounds >= 4, "10 members, 3 per job: the first job hands on the rest ({rounds} rounds)");
     assert_eq!(f.copies(seq).await, vec![1; 10]);
     assert_eq!(f.svc.sweep_outbox().await.unwrap(), 0, "a finished fan-out leaves no outbox row");
@@ -111,16 +123,7 @@ async fn a_job_lost_before_it_reached_the_queue_is_recovered_by_the_outbox_sweep
     }
     assert_eq!(f.copies(seq).await, vec![0; 10]);
     assert_eq!(f.svc.sweep_outbox().await.unwrap(), 1);
-    loop {
-        let jobs = f.take_jobs().await;
-        if jobs.is_empty() {
-            break;
-        }
-        for job in jobs {
-            f.svc.handle_fanout(&job.body).await.unwrap();
-            f.queue.ack(FANOUT, &job.receipt).await.unwrap();
-        }
-    }
+    f.run_all_jobs(1).await;
     assert_eq!(f.copies(seq).await, vec![1; 10]);
     assert_eq!(f.svc.sweep_outbox().await.unwrap(), 0);
 }
@@ -190,4 +193,134 @@ async fn the_same_job_run_by_several_workers_at_once_fills_each_inbox_once() {
     for seq in seqs {
         assert_eq!(f.copies(seq).await, vec![1; 10], "message {seq}");
     }
+}
+
+/// The operator's tools on a stopped server's data: `im-server queue-stats` and `redrive`.
+#[test]
+fn the_redrive_command_puts_dead_letters_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let q = EmbeddedQueue::open(&dir.path().join("queue.redb"), service_queues(1)).unwrap();
+        q.send_batch(FANOUT, vec!["poison".into()]).await.unwrap();
+        let d = q.receive(FANOUT, 1, Duration::ZERO, Duration::ZERO).await.unwrap();
+        assert_eq!(d.len(), 1);
+        assert!(q.receive(FANOUT, 1, Duration::ZERO, Duration::ZERO).await.unwrap().is_empty(), "dead-lettered");
+    });
+    let run = |cmd: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_im-server"))
+            .arg(cmd)
+            .env("IM_DATA_DIR", dir.path())
+            .env("IM_QUEUE_MAX_RECEIVES", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(run("queue-stats").contains("fanout-dlq: 1 waiting"));
+    assert!(run("redrive").contains("moved 1 job(s)"));
+    assert!(run("queue-stats").contains("fanout: 1 waiting"));
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_im-server")).arg("frobnicate").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+/// The real redb adapter, with one interleaving forced: the first inbox delivery transaction
+/// after `arm` waits until the test lets it go.
+struct PauseFirstDelivery {
+    inner: RedbTables,
+    gate: tokio::sync::Mutex<Option<(tokio::sync::oneshot::Sender<()>, tokio::sync::oneshot::Receiver<()>)>>,
+}
+
+impl PauseFirstDelivery {
+    /// Returns (paused: fires when the delivery is held, resume: lets it commit).
+    async fn arm(&self) -> (tokio::sync::oneshot::Receiver<()>, tokio::sync::oneshot::Sender<()>) {
+        let (paused_tx, paused_rx) = tokio::sync::oneshot::channel();
+        let (resume_tx, resume_rx) = tokio::sync::oneshot::channel();
+        *self.gate.lock().await = Some((paused_tx, resume_rx));
+        (paused_rx, resume_tx)
+    }
+}
+
+#[async_trait::async_trait]
+impl Tables for PauseFirstDelivery {
+    async fn get(&self, t: &'static im_shared::schema::TableDef, k: &Key) -> Result<Option<Item>, StoreError> {
+        self.inner.get(t, k).await
+    }
+    async fn get_many(
+        &self,
+        t: &'static im_shared::schema::TableDef,
+        k: &[Key],
+    ) -> Result<Vec<Option<Item>>, StoreError> {
+        self.inner.get_many(t, k).await
+    }
+    async fn put(&self, t: &'static im_shared::schema::TableDef, i: Item, c: Cond) -> Result<(), StoreError> {
+        self.inner.put(t, i, c).await
+    }
+    async fn delete(
+        &self,
+        t: &'static im_shared::schema::TableDef,
+        k: &Key,
+        c: Cond,
+    ) -> Result<Option<Item>, StoreError> {
+        self.inner.delete(t, k, c).await
+    }
+    async fn update(
+        &self,
+        t: &'static im_shared::schema::TableDef,
+        k: &Key,
+        u: Update,
+        c: Cond,
+    ) -> Result<Item, StoreError> {
+        self.inner.update(t, k, u, c).await
+    }
+    async fn query(&self, q: Query) -> Result<Page, StoreError> {
+        self.inner.query(q).await
+    }
+    async fn batch_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        self.inner.batch_write(ops).await
+    }
+    async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
+        let delivery = ops.iter().any(|op| matches!(op, TxOp::Put { table, .. } if table.name == SYNC.name));
+        if delivery {
+            let gate = self.gate.lock().await.take();
+            if let Some((paused, resume)) = gate {
+                let _ = paused.send(());
+                let _ = resume.await;
+            }
+        }
+        self.inner.transact(ops).await
+    }
+}
+
+/// A member who leaves after the fan-out read the member list, but before their entry
+/// commits, gets nothing, and the group does not come back into their conversation list:
+/// membership is a condition of the delivery transaction itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_who_leaves_mid_fanout_gets_nothing_and_does_not_get_the_group_back() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let tables = Arc::new(PauseFirstDelivery {
+        inner: RedbTables::open(&dir.join("t.redb")).unwrap(),
+        gate: Default::default(),
+    });
+    let f = Arc::new(fixture_on(tables.clone(), 30_000).await);
+    let (paused, resume) = tables.arm().await;
+    let seq = f.send("m1").await;
+    let job = f.take_jobs().await.remove(0);
+    let fanout = {
+        let f = f.clone();
+        tokio::spawn(async move {
+            f.svc.handle_fanout(&job.body).await.unwrap();
+            f.run_all_jobs(1).await;
+        })
+    };
+    paused.await.expect("the first delivery transaction is held");
+    // u0 and u1 are in the held transaction (pages of 3, batches of 2): u1 leaves now.
+    f.svc.leave_group(&f.members[1], &f.group).await.unwrap();
+    resume.send(()).unwrap();
+    fanout.await.unwrap();
+    let copies = f.copies(seq).await;
+    assert_eq!(copies[1], 0, "the member who left gets nothing");
+    assert!(copies.iter().enumerate().all(|(i, n)| i == 1 || *n == 1), "{copies:?}");
+    let list = f.svc.list_conversations(&f.members[1], Some(200), None).await.unwrap();
+    assert!(list.items.iter().all(|c| c.conversation_id != f.group), "the group must not come back");
 }

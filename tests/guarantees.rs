@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Server, User, assert_error};
-use reqwest::StatusCode as S;
+use reqwest::{Method, StatusCode as S};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -361,22 +361,12 @@ async fn friendship_is_never_half_made_even_when_both_sides_act_at_once() {
     for i in 0..12 {
         pairs.push((s.user(&format!("a{i}")).await, s.user(&format!("b{i}")).await));
     }
-    let ask = |from: User, to: String| {
-        let base = s.base.clone();
-        tokio::spawn(async move {
-            let r = reqwest::Client::new()
-                .post(format!("{base}/v1/friend-requests"))
-                .bearer_auth(&from.token)
-                .json(&json!({"to": to}))
-                .send()
-                .await
-                .unwrap();
-            r.status()
-        })
-    };
     let mut handles = Vec::new();
     for (a, b) in &pairs {
-        handles.push((ask(a.clone(), b.id.clone()), ask(b.clone(), a.id.clone())));
+        handles.push((
+            spawn_call(&s, a, Method::POST, "/v1/friend-requests".into(), Some(json!({"to": b.id}))),
+            spawn_call(&s, b, Method::POST, "/v1/friend-requests".into(), Some(json!({"to": a.id}))),
+        ));
     }
     for ((a, b), (h1, h2)) in pairs.iter().zip(handles) {
         let mut got = [h1.await.unwrap(), h2.await.unwrap()];
@@ -385,20 +375,9 @@ async fn friendship_is_never_half_made_even_when_both_sides_act_at_once() {
         assert_friends(&s, a, b, true).await;
     }
     // Both remove at once: one succeeds, the other finds nothing; never one side only.
-    let remove = |u: User, other: String| {
-        let base = s.base.clone();
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .delete(format!("{base}/v1/friends/{other}"))
-                .bearer_auth(&u.token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
     for (a, b) in &pairs {
-        let (h1, h2) = (remove(a.clone(), b.id.clone()), remove(b.clone(), a.id.clone()));
+        let h1 = spawn_call(&s, a, Method::DELETE, format!("/v1/friends/{}", b.id), None);
+        let h2 = spawn_call(&s, b, Method::DELETE, format!("/v1/friends/{}", a.id), None);
         let mut got = [h1.await.unwrap(), h2.await.unwrap()];
         got.sort();
         assert_eq!(got, [S::NO_CONTENT, S::NOT_FOUND]);
@@ -407,23 +386,25 @@ async fn friendship_is_never_half_made_even_when_both_sides_act_at_once() {
     // Two devices accept the same request at once: one friendship.
     let (a, b) = &pairs[0];
     assert_eq!(a.post(&s, "/v1/friend-requests", json!({"to": b.id})).await.0, S::CREATED);
-    let accept = |u: User, from: String| {
-        let base = s.base.clone();
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{base}/v1/friend-requests/{from}/accept"))
-                .bearer_auth(&u.token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
-    let (h1, h2) = (accept(b.clone(), a.id.clone()), accept(b.clone(), a.id.clone()));
+    let accept = format!("/v1/friend-requests/{}/accept", a.id);
+    let (h1, h2) =
+        (spawn_call(&s, b, Method::POST, accept.clone(), None), spawn_call(&s, b, Method::POST, accept, None));
     let mut got = [h1.await.unwrap(), h2.await.unwrap()];
     got.sort();
     assert_eq!(got, [S::OK, S::NOT_FOUND]);
     assert_friends(&s, a, b, true).await;
+}
+
+/// Starts a request in its own task (to race it against another); yields its status.
+fn spawn_call(s: &Server, u: &User, method: Method, path: String, body: Option<Value>) -> tokio::task::JoinHandle<S> {
+    let (base, token) = (s.base.clone(), u.token.clone());
+    tokio::spawn(async move {
+        let mut req = reqwest::Client::new().request(method, format!("{base}{path}")).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap().status()
+    })
 }
 
 async fn assert_friends(s: &Server, a: &User, b: &User, want: bool) {

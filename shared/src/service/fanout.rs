@@ -175,8 +175,8 @@ impl Service {
             },
             _ => return Err(Error::Internal("fan-out job needs exactly one of seq and event".into())),
         };
-        let (targets, rest) = match Self::conv_kind(&job.conversation_id)? {
-            ConvKind::Single => (self.require_meta(&job.conversation_id).await?.participants, None),
+        let (targets, rest, members_of) = match Self::conv_kind(&job.conversation_id)? {
+            ConvKind::Single => (self.require_meta(&job.conversation_id).await?.participants, None, None),
             ConvKind::Group => {
                 let page = self
                     .tables
@@ -194,10 +194,10 @@ impl Service {
                     .filter(|m| job.seq.is_none_or(|s| m.joined_seq < s))
                     .map(|m| m.user_id)
                     .collect();
-                (targets, page.cursor)
+                (targets, page.cursor, Some(job.conversation_id.as_str()))
             }
         };
-        self.deliver_to(&targets, &payload).await?;
+        self.deliver_to(&targets, &payload, members_of).await?;
         if let Some(after) = rest {
             let next = FanoutJob { after: Some(after), ..job.clone() };
             self.queue.send_batch(FANOUT, vec![next.to_body()]).await?;

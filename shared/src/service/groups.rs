@@ -155,7 +155,7 @@ impl Service {
 
     /// Best-effort notices: the change is committed; a lost notice is logged.
     async fn notify(&self, users: &[String], payload: Payload) {
-        if let Err(e) = self.deliver_to(users, &payload).await {
+        if let Err(e) = self.deliver_to(users, &payload, None).await {
             tracing::warn!(error = %e, "could not deliver a group notice");
         }
     }

@@ -15,7 +15,7 @@ use super::conversations::SummaryRow;
 use super::*;
 use crate::ids::{ConvKind, parse_conversation_id};
 use crate::model::{Message, SyncEntry, SyncPage};
-use crate::schema::{DELIVERIES, INBOXES, SYNC};
+use crate::schema::{DELIVERIES, GROUP_RELATIONS, INBOXES, SYNC};
 use crate::tables::{Cond, Key, KeyVal, Query, TxOp, Update};
 use serde::Deserialize;
 use serde_json::Value;
@@ -122,7 +122,11 @@ impl Service {
     /// Appends `payload` to each user's inbox exactly once (a user who already has it is
     /// skipped), updating conversation summaries for messages. Safe to call again after any
     /// failure: what is done stays done, and what is missing is filled in.
-    pub(crate) async fn deliver_to(&self, users: &[String], payload: &Payload) -> Result<()> {
+    ///
+    /// With `members_of`, only users who are members of that group when their entry commits get
+    /// it: membership is a condition of the same transaction, so someone who leaves during a
+    /// fan-out neither gets the message nor has the group reappear in their conversations.
+    pub(crate) async fn deliver_to(&self, users: &[String], payload: &Payload, members_of: Option<&str>) -> Result<()> {
         let mut seen = HashSet::new();
         let mut pending: Vec<String> = users.iter().filter(|u| seen.insert(u.as_str())).cloned().collect();
         let mut batch = self.cfg.fanout_batch.max(1);
@@ -132,6 +136,11 @@ impl Service {
             let marker_keys: Vec<Key> = pending.iter().map(|u| Key::pk_sk(u.as_str(), delivery_id.as_str())).collect();
             let markers = self.tables.get_many(&DELIVERIES, &marker_keys).await?;
             pending = pending.into_iter().zip(markers).filter(|(_, m)| m.is_none()).map(|(u, _)| u).collect();
+            if let Some(group) = members_of {
+                let keys: Vec<Key> = pending.iter().map(|u| Key::pk_sk(group, u.as_str())).collect();
+                let rows = self.tables.get_many(&GROUP_RELATIONS, &keys).await?;
+                pending = pending.into_iter().zip(rows).filter(|(_, m)| m.is_some()).map(|(u, _)| u).collect();
+            }
             if pending.is_empty() {
                 break;
             }
@@ -146,6 +155,9 @@ impl Service {
                 if let Payload::Message(m) = payload {
                     let (row, cond) = self.summary_after_delivery(user, summary, m).await?;
                     ops.push(SummaryRow::write_op(row, cond));
+                }
+                if let Some(group) = members_of {
+                    ops.push(TxOp::check(&GROUP_RELATIONS, Key::pk_sk(group, user.as_str()), Cond::Exists));
                 }
                 groups.push((user.clone(), ops));
             }

@@ -46,7 +46,7 @@ pub struct Config {
     pub max_text_chars: usize,
     /// Members handled by one fan-out job before it hands the rest to a new job.
     pub fanout_page: usize,
-    /// Members per delivery transaction (4 writes each, under the 100-write limit).
+    /// Members per delivery transaction (at most 5 writes each, under the 100-write limit).
     pub fanout_batch: usize,
     /// An outbox row older than this is assumed to have lost its job and is re-enqueued.
     pub outbox_grace_ms: i64,
