@@ -23,9 +23,18 @@ async fn embedded_queue() -> Arc<dyn Queue> {
     Arc::new(EmbeddedQueue::open(&temp_dir().join("queue.redb"), conformance::queue::defs()).expect("open"))
 }
 
+async fn tantivy_search() -> Arc<dyn im_shared::search::Search> {
+    Arc::new(im_shared::search::embedded::TantivySearch::open(&temp_dir().join("search")).expect("open"))
+}
+
 mod tables {
     use super::*;
     tables_conformance!(redb_tables);
+}
+
+mod search {
+    use super::*;
+    search_conformance!(tantivy_search);
 }
 
 mod queue {

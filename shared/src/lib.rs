@@ -11,6 +11,7 @@ pub mod ids;
 pub mod model;
 pub mod queue;
 pub mod schema;
+pub mod search;
 pub mod service;
 pub mod tables;
 pub mod time;

@@ -5,6 +5,7 @@
 //! cases (DynamoDB on a moto server) need no cleanup.
 
 pub mod queue;
+pub mod search;
 pub mod tables;
 
 /// A key no other case or run uses.

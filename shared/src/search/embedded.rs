@@ -1,0 +1,220 @@
+//! The embedded Search adapter: two tantivy indexes (messages, groups) under the data
+//! directory. Each `index` call commits before it returns, so an acknowledged index job is
+//! durable; tantivy commits are atomic, so a crash keeps every committed document and the
+//! queue brings back the jobs of the uncommitted tail.
+
+use super::analyzer::{ImTokenizer, TOKENIZER, terms};
+use super::*;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tantivy::collector::TopDocs;
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{BooleanQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery, TermSetQuery};
+use tantivy::schema::{
+    Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+
+/// A hit's (time, tiebreak), as the collector reads them from the fast fields.
+type SortValues = (Option<i64>, Option<i64>);
+
+/// The fields of both indexes: `scope` is a message's conversation (empty for groups).
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    scope: Field,
+    time: Field,
+    tiebreak: Field,
+    text: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
+    let fields = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        scope: b.add_text_field("scope", STRING),
+        time: b.add_i64_field("time", INDEXED | STORED | tantivy::schema::FAST),
+        tiebreak: b.add_i64_field("tiebreak", INDEXED | STORED | tantivy::schema::FAST),
+        text: b.add_text_field("text", text),
+    };
+    (b.build(), fields)
+}
+
+struct Engine {
+    writer: Mutex<IndexWriter>,
+    reader: IndexReader,
+    f: Fields,
+}
+
+fn err(e: impl std::fmt::Display) -> SearchError {
+    SearchError::Internal(format!("embedded search: {e}"))
+}
+
+impl Engine {
+    fn open(dir: &Path) -> Result<Engine, SearchError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SearchError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let (schema, f) = schema();
+        let index = Index::open_or_create(MmapDirectory::open(dir).map_err(err)?, schema).map_err(err)?;
+        index.tokenizers().register(TOKENIZER, ImTokenizer::default());
+        // One indexing thread: index jobs come in small batches and the machine is small.
+        let writer = index.writer_with_num_threads(1, 50_000_000).map_err(err)?;
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(err)?;
+        Ok(Engine { writer: Mutex::new(writer), reader, f })
+    }
+
+    fn index(&self, docs: &[(String, String, i64, String)]) -> Result<(), SearchError> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, scope, time, text) in docs {
+            // Re-indexing replaces: the delete applies to documents added before this one.
+            w.delete_term(Term::from_field_text(self.f.id, id));
+            let mut doc = TantivyDocument::default();
+            doc.add_text(self.f.id, id);
+            doc.add_text(self.f.scope, scope);
+            doc.add_i64(self.f.time, *time);
+            doc.add_i64(self.f.tiebreak, tiebreak(id));
+            doc.add_text(self.f.text, text);
+            w.add_document(doc).map_err(err)?;
+        }
+        w.commit().map_err(err)?;
+        drop(w);
+        self.reader.reload().map_err(err)
+    }
+
+    fn clear(&self) -> Result<(), SearchError> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.delete_all_documents().map_err(err)?;
+        w.commit().map_err(err)?;
+        drop(w);
+        self.reader.reload().map_err(err)
+    }
+
+    fn search(&self, q: &SearchQuery, scoped: bool) -> Result<Hits, SearchError> {
+        let terms: Vec<Term> = terms(&q.phrase).iter().map(|t| Term::from_field_text(self.f.text, t)).collect();
+        if terms.is_empty() || (scoped && q.conversations.is_empty()) {
+            return Ok(Hits::default());
+        }
+        let text: Box<dyn Query> = if terms.len() == 1 {
+            Box::new(TermQuery::new(terms[0].clone(), IndexRecordOption::Basic))
+        } else {
+            Box::new(PhraseQuery::new(terms))
+        };
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text)];
+        if scoped {
+            let scopes = q.conversations.iter().map(|c| Term::from_field_text(self.f.scope, c));
+            clauses.push((Occur::Must, Box::new(TermSetQuery::new(scopes))));
+        }
+        if let Some(a) = q.after {
+            // (time, tiebreak) < (a.time, a.tiebreak), in the order hits are returned.
+            let before = RangeQuery::new(Bound::Unbounded, Bound::Excluded(Term::from_field_i64(self.f.time, a.time)));
+            let same_time = BooleanQuery::new(vec![
+                (
+                    Occur::Must,
+                    Box::new(TermQuery::new(Term::from_field_i64(self.f.time, a.time), IndexRecordOption::Basic))
+                        as Box<dyn Query>,
+                ),
+                (
+                    Occur::Must,
+                    Box::new(RangeQuery::new(
+                        Bound::Unbounded,
+                        Bound::Excluded(Term::from_field_i64(self.f.tiebreak, a.tiebreak)),
+                    )),
+                ),
+            ]);
+            let cursor = BooleanQuery::new(vec![
+                (Occur::Should, Box::new(before) as Box<dyn Query>),
+                (Occur::Should, Box::new(same_time)),
+            ]);
+            clauses.push((Occur::Must, Box::new(cursor)));
+        }
+        let query = BooleanQuery::new(clauses);
+        let limit = q.limit.max(1);
+        let searcher = self.reader.searcher();
+        let order = (
+            (tantivy::collector::sort_key::SortByStaticFastValue::<i64>::for_field("time"), Order::Desc),
+            (tantivy::collector::sort_key::SortByStaticFastValue::<i64>::for_field("tiebreak"), Order::Desc),
+        );
+        let top: Vec<(SortValues, DocAddress)> =
+            searcher.search(&query, &TopDocs::with_limit(limit + 1).order_by(order)).map_err(err)?;
+        let mut hits = Vec::with_capacity(top.len().min(limit));
+        for ((time, tb), addr) in top.iter().take(limit) {
+            let doc: TantivyDocument = searcher.doc(*addr).map_err(err)?;
+            let id = doc.get_first(self.f.id).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            hits.push(Hit { id, time: time.unwrap_or_default(), tiebreak: tb.unwrap_or_default() });
+        }
+        let next = if top.len() > limit { hits.last().map(Hit::after) } else { None };
+        Ok(Hits { hits, next })
+    }
+}
+
+#[derive(Clone)]
+pub struct TantivySearch {
+    messages: Arc<Engine>,
+    groups: Arc<Engine>,
+}
+
+impl TantivySearch {
+    /// Opens (or creates) the indexes under `dir` (`dir/messages`, `dir/groups`).
+    pub fn open(dir: &Path) -> Result<Self, SearchError> {
+        Ok(TantivySearch {
+            messages: Arc::new(Engine::open(&dir.join("messages"))?),
+            groups: Arc::new(Engine::open(&dir.join("groups"))?),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&TantivySearch) -> Result<T, SearchError> + Send + 'static,
+    ) -> Result<T, SearchError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| SearchError::Internal(format!("blocking task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Search for TantivySearch {
+    async fn index(&self, docs: Vec<Doc>) -> Result<BulkOutcome, SearchError> {
+        let n = docs.len();
+        self.blocking(move |s| {
+            let (mut messages, mut groups) = (Vec::new(), Vec::new());
+            for d in &docs {
+                match d {
+                    Doc::Message(m) => messages.push((d.id(), m.conversation_id.clone(), m.send_time, m.text.clone())),
+                    Doc::Group(g) => groups.push((d.id(), String::new(), g.created_at, g.name.clone())),
+                }
+            }
+            if !messages.is_empty() {
+                s.messages.index(&messages)?;
+            }
+            if !groups.is_empty() {
+                s.groups.index(&groups)?;
+            }
+            Ok(vec![None; n])
+        })
+        .await
+    }
+
+    async fn search_messages(&self, q: SearchQuery) -> Result<Hits, SearchError> {
+        self.blocking(move |s| s.messages.search(&q, true)).await
+    }
+
+    async fn search_groups(&self, q: SearchQuery) -> Result<Hits, SearchError> {
+        self.blocking(move |s| s.groups.search(&q, false)).await
+    }
+
+    async fn clear(&self) -> Result<(), SearchError> {
+        self.blocking(|s| {
+            s.messages.clear()?;
+            s.groups.clear()
+        })
+        .await
+    }
+}

@@ -1,0 +1,116 @@
+//! The Search port: index messages and groups, and find them by phrase, newest first, paged.
+//! OpenSearch is the model; the embedded adapter is tantivy. Both analyse text with
+//! [`analyzer`], so they return the same hits.
+//!
+//! Hits are ordered by `(time desc, tiebreak desc)`, where `tiebreak` is a hash of the document
+//! id, so the order is total and a cursor (the last hit's pair) continues exactly after it.
+//! Membership filters are part of the query the engine runs (a terms filter on conversation
+//! ids), so pages stay full however many conversations a user is in.
+
+pub mod analyzer;
+pub mod embedded;
+
+use async_trait::async_trait;
+
+/// A message as the index sees it: enough to find it and order it; the store has the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageDoc {
+    pub conversation_id: String,
+    pub seq: i64,
+    pub send_time: i64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDoc {
+    pub group_id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Doc {
+    Message(MessageDoc),
+    Group(GroupDoc),
+}
+
+impl Doc {
+    /// The document's id in its index: `conversation/seq` or the group id.
+    pub fn id(&self) -> String {
+        match self {
+            Doc::Message(m) => message_id(&m.conversation_id, m.seq),
+            Doc::Group(g) => g.group_id.clone(),
+        }
+    }
+}
+
+pub fn message_id(conversation_id: &str, seq: i64) -> String {
+    format!("{conversation_id}/{seq}")
+}
+
+/// Orders hits with equal times: a stable hash of the document id (FNV-1a, 63 bits so that it
+/// is a non-negative long in OpenSearch too).
+pub fn tiebreak(id: &str) -> i64 {
+    let h = id.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    (h >> 1) as i64
+}
+
+/// Where a page ends: the last hit's sort values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After {
+    pub time: i64,
+    pub tiebreak: i64,
+}
+
+/// One hit: the document id (see [`Doc::id`]) and its sort values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub id: String,
+    pub time: i64,
+    pub tiebreak: i64,
+}
+
+impl Hit {
+    pub fn after(&self) -> After {
+        After { time: self.time, tiebreak: self.tiebreak }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hits {
+    pub hits: Vec<Hit>,
+    /// Set when more hits follow.
+    pub next: Option<After>,
+}
+
+/// A phrase query over one of the indexes.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub phrase: String,
+    /// Only messages of these conversations (ignored for groups). Empty finds nothing.
+    pub conversations: Vec<String>,
+    pub limit: usize,
+    pub after: Option<After>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// What happened to each document of a bulk index call, in order: `None` when it is indexed,
+/// or why it failed (the caller retries those).
+pub type BulkOutcome = Vec<Option<String>>;
+
+#[async_trait]
+pub trait Search: Send + Sync + 'static {
+    /// Indexes (or re-indexes: by id, idempotently) documents; searchable when this returns.
+    async fn index(&self, docs: Vec<Doc>) -> Result<BulkOutcome, SearchError>;
+    async fn search_messages(&self, q: SearchQuery) -> Result<Hits, SearchError>;
+    async fn search_groups(&self, q: SearchQuery) -> Result<Hits, SearchError>;
+    /// Removes every document (before a rebuild).
+    async fn clear(&self) -> Result<(), SearchError>;
+}
