@@ -3,7 +3,7 @@
 
 use im_functions::HttpConfig;
 use im_shared::service::Config as ServiceConfig;
-use im_shared::service::fanout::WorkerConfig;
+use im_shared::service::worker::WorkerConfig;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,6 +19,7 @@ pub struct Config {
     pub service: ServiceConfig,
     pub worker: WorkerConfig,
     pub fanout_workers: usize,
+    pub index_workers: usize,
     pub max_receives: u32,
     pub sweep_interval: Duration,
     pub log_json: bool,
@@ -67,6 +68,7 @@ impl Config {
             service,
             worker,
             fanout_workers: parse("IM_FANOUT_WORKERS", 2)?,
+            index_workers: parse("IM_INDEX_WORKERS", 1)?,
             max_receives: parse("IM_QUEUE_MAX_RECEIVES", 5)?,
             sweep_interval: Duration::from_millis(parse("IM_SWEEP_INTERVAL_MS", 10_000)?),
             log_json: parse::<String>("IM_LOG_FORMAT", "text".into())? == "json",

@@ -13,23 +13,26 @@ use config::Config;
 use im_functions::dispatch::{self, App};
 use im_shared::Error;
 use im_shared::queue::embedded::EmbeddedQueue;
-use im_shared::queue::names::{FANOUT, FANOUT_DLQ};
+use im_shared::queue::names::{FANOUT, FANOUT_DLQ, INDEX, INDEX_DLQ};
 use im_shared::queue::{Queue, service_queues};
+use im_shared::search::embedded::TantivySearch;
 use im_shared::service::Service;
+use im_shared::service::worker::Worker;
 use im_shared::tables::embedded::RedbTables;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-const USAGE: &str = "usage: im-server [serve | redrive | queue-stats]
+const USAGE: &str = "usage: im-server [serve | redrive | queue-stats | reindex]
   serve        run the server (the default)
-  redrive      move dead-lettered fan-out jobs back to the fan-out queue (server stopped)
-  queue-stats  print the fan-out queue's and its dead-letter queue's depth (server stopped)
+  redrive      move dead-lettered jobs back to their queues (server stopped)
+  queue-stats  print the job queues' and their dead-letter queues' depth (server stopped)
+  reindex      rebuild the search indexes from the tables (server stopped)
 configuration: environment variables, see README.md";
 
 fn main() {
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
-    if !matches!(command.as_str(), "serve" | "redrive" | "queue-stats") {
+    if !matches!(command.as_str(), "serve" | "redrive" | "queue-stats" | "reindex") {
         let help = matches!(command.as_str(), "-h" | "--help" | "help");
         if help {
             println!("{USAGE}")
@@ -50,6 +53,7 @@ fn main() {
     let outcome = match command.as_str() {
         "redrive" => rt.block_on(redrive(cfg)),
         "queue-stats" => rt.block_on(queue_stats(cfg)),
+        "reindex" => rt.block_on(reindex(cfg)),
         _ => rt.block_on(serve(cfg)),
     };
     if let Err(e) = outcome {
@@ -66,37 +70,65 @@ fn open_queue(cfg: &Config) -> Result<EmbeddedQueue, String> {
 
 /// The operator's redrive: after fixing what made jobs fail, put them back.
 async fn redrive(cfg: Config) -> Result<(), String> {
-    let moved = open_queue(&cfg)?.redrive(FANOUT).await.map_err(|e| e.to_string())?;
-    println!("moved {moved} job(s) from {FANOUT_DLQ} back to {FANOUT}");
+    let q = open_queue(&cfg)?;
+    for (queue, dlq) in [(FANOUT, FANOUT_DLQ), (INDEX, INDEX_DLQ)] {
+        let moved = q.redrive(queue).await.map_err(|e| e.to_string())?;
+        println!("moved {moved} job(s) from {dlq} back to {queue}");
+    }
     Ok(())
 }
 
 async fn queue_stats(cfg: Config) -> Result<(), String> {
     let q = open_queue(&cfg)?;
-    for name in [FANOUT, FANOUT_DLQ] {
+    for name in [FANOUT, FANOUT_DLQ, INDEX, INDEX_DLQ] {
         let d = q.depth(name).await.map_err(|e| e.to_string())?;
         println!("{name}: {} waiting, {} in flight", d.waiting, d.in_flight);
     }
     Ok(())
 }
 
+/// The embedded backend under the data directory.
+struct Embedded {
+    tables: RedbTables,
+    queue: EmbeddedQueue,
+    service: Arc<Service>,
+}
+
+fn open_embedded(cfg: &Config) -> Result<Embedded, String> {
+    let dir = &cfg.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    let tables = RedbTables::open(&dir.join("tables.redb"))
+        .map_err(|e| format!("cannot open {}/tables.redb (is another server using it?): {e}", dir.display()))?;
+    let queue = open_queue(cfg)?;
+    let search =
+        TantivySearch::open(&dir.join("search")).map_err(|e| format!("cannot open {}/search: {e}", dir.display()))?;
+    let service = Arc::new(Service::new(
+        Arc::new(tables.clone()),
+        Arc::new(queue.clone()),
+        Arc::new(search),
+        cfg.service.clone(),
+    ));
+    Ok(Embedded { tables, queue, service })
+}
+
+async fn reindex(cfg: Config) -> Result<(), String> {
+    let (messages, groups) = open_embedded(&cfg)?.service.rebuild_search().await.map_err(|e| e.to_string())?;
+    println!("indexed {messages} message(s) and {groups} group(s)");
+    Ok(())
+}
+
 async fn serve(cfg: Config) -> Result<(), String> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", cfg.data_dir.display()))?;
-    let tables = RedbTables::open(&cfg.data_dir.join("tables.redb")).map_err(|e| {
-        format!("cannot open {}/tables.redb (is another server using it?): {e}", cfg.data_dir.display())
-    })?;
-    let queue = EmbeddedQueue::open(&cfg.data_dir.join("queue.redb"), service_queues(cfg.max_receives))
-        .map_err(|e| format!("cannot open {}/queue.redb: {e}", cfg.data_dir.display()))?;
+    let Embedded { tables, queue, service } = open_embedded(&cfg)?;
     let released = queue.release_in_flight().await.map_err(|e| e.to_string())?;
     if released > 0 {
         tracing::info!(jobs = released, "resuming jobs that a previous run left unfinished");
     }
-    let service = Arc::new(Service::new(Arc::new(tables.clone()), Arc::new(queue), cfg.service.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for _ in 0..cfg.fanout_workers {
-        tasks.push(tokio::spawn(service.clone().run_fanout_worker(cfg.worker.clone(), stop_rx.clone())));
+    let workers = std::iter::repeat_n(Worker::Fanout, cfg.fanout_workers)
+        .chain(std::iter::repeat_n(Worker::Index, cfg.index_workers));
+    for w in workers {
+        tasks.push(tokio::spawn(service.clone().run_worker(w, cfg.worker.clone(), stop_rx.clone())));
     }
     tasks.push(tokio::spawn(sweepers(service.clone(), tables, cfg.sweep_interval, stop_rx.clone())));
 

@@ -34,7 +34,8 @@ async fn fixture_on(tables: Arc<dyn Tables>, outbox_grace_ms: i64) -> Fixture {
     let dir = tempfile::tempdir().unwrap().keep();
     let queue = Arc::new(EmbeddedQueue::open(&dir.join("q.redb"), service_queues(5)).unwrap());
     let cfg = Config { fanout_page: 3, fanout_batch: 2, outbox_grace_ms, ..Config::default() };
-    let svc = Service::new(tables, queue.clone(), cfg);
+    let search = Arc::new(im_shared::search::embedded::TantivySearch::open(&dir.join("search")).unwrap());
+    let svc = Service::new(tables, queue.clone(), search, cfg);
     let members: Vec<String> = (0..10).map(|i| format!("u{i}")).collect();
     for m in &members {
         svc.put_me(m, ProfileInput { name: m.clone(), gender: None, avatar_url: None, bio: None }).await.unwrap();
@@ -279,6 +280,14 @@ impl Tables for PauseFirstDelivery {
     async fn batch_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         self.inner.batch_write(ops).await
     }
+    async fn scan(
+        &self,
+        t: &'static im_shared::schema::TableDef,
+        limit: usize,
+        c: Option<String>,
+    ) -> Result<Page, StoreError> {
+        self.inner.scan(t, limit, c).await
+    }
     async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
         let delivery = ops.iter().any(|op| matches!(op, TxOp::Put { table, .. } if table.name == SYNC.name));
         if delivery {
@@ -323,4 +332,21 @@ async fn a_member_who_leaves_mid_fanout_gets_nothing_and_does_not_get_the_group_
     assert!(copies.iter().enumerate().all(|(i, n)| i == 1 || *n == 1), "{copies:?}");
     let list = f.svc.list_conversations(&f.members[1], Some(200), None).await.unwrap();
     assert!(list.items.iter().all(|c| c.conversation_id != f.group), "the group must not come back");
+}
+
+#[tokio::test]
+async fn an_index_batch_reports_each_job_and_a_bad_one_fails_alone() {
+    let f = fixture(30_000).await;
+    let seq = f.send("m1").await;
+    let good = format!(r#"{{"kind":"message","v":1,"conversation_id":"{}","seq":{seq}}}"#, f.group);
+    let group = format!(r#"{{"kind":"group","v":1,"group_id":"{}"}}"#, f.group);
+    let missing = format!(r#"{{"kind":"message","v":1,"conversation_id":"{}","seq":999}}"#, f.group);
+    let outcomes = f
+        .svc
+        .handle_index_batch(&[&good, "garbage", &missing, r#"{"kind":"group","v":9,"group_id":"g_x"}"#, &group])
+        .await;
+    let ok: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
+    assert_eq!(ok, vec![true, false, false, false, true]);
+    let hits = f.svc.search_messages(&f.members[0], Some("text m1".into()), None, None, None).await.unwrap();
+    assert_eq!(hits.items.len(), 1);
 }

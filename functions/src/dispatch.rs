@@ -276,6 +276,10 @@ async fn run(app: &App, route: &Route, p: &Params, caller: &str, body: &[u8]) ->
         Op::History => reply(S::OK, svc.history(caller, p.path("conversation_id"), p.int("before")?, limit).await?),
         Op::Sync => reply(S::OK, svc.sync(caller, p.int("after")?, limit).await?),
         Op::ListConversations => reply(S::OK, svc.list_conversations(caller, limit, cursor).await?),
+        Op::SearchMessages => {
+            reply(S::OK, svc.search_messages(caller, p.string("q"), p.string("conversation_id"), limit, cursor).await?)
+        }
+        Op::SearchGroups => reply(S::OK, svc.search_groups(p.string("q"), limit, cursor).await?),
         Op::MarkRead => {
             let b: ReadBody = json_body(body)?;
             reply(S::OK, svc.mark_read(caller, p.path("conversation_id"), b.seq).await?)

@@ -34,6 +34,8 @@ pub enum Op {
     Sync,
     ListConversations,
     MarkRead,
+    SearchMessages,
+    SearchGroups,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ pub const ROUTES: &[Route] = &[
     route(Op::ListFriends, Method::GET, "/v1/friends", "list-friends"),
     route(Op::RemoveFriend, Method::DELETE, "/v1/friends/{user_id}", "remove-friend"),
     route(Op::CreateGroup, Method::POST, "/v1/groups", "create-group"),
+    route(Op::SearchGroups, Method::GET, "/v1/groups", "search-groups"),
     route(Op::GetGroup, Method::GET, "/v1/groups/{group_id}", "get-group"),
     route(Op::UpdateGroup, Method::PATCH, "/v1/groups/{group_id}", "update-group"),
     route(Op::JoinGroup, Method::POST, "/v1/groups/{group_id}/join", "join-group"),
@@ -98,6 +101,7 @@ pub const ROUTES: &[Route] = &[
     route(Op::Sync, Method::GET, "/v1/sync", "sync"),
     route(Op::ListConversations, Method::GET, "/v1/conversations", "list-conversations"),
     route(Op::MarkRead, Method::POST, "/v1/conversations/{conversation_id}/read", "mark-read"),
+    route(Op::SearchMessages, Method::GET, "/v1/search/messages", "search-messages"),
 ];
 
 /// The outcome of looking a request up in the table.

@@ -7,7 +7,7 @@ use crate::tables::StoreError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
@@ -78,6 +78,18 @@ impl From<StoreError> for Error {
             // A conflict that reaches here was not expected by the caller: a bug, not a client error.
             StoreError::Conflict { index } => Error::Internal(format!("unexpected conflict at op {index:?}")),
             StoreError::Internal(m) => Error::Internal(m),
+        }
+    }
+}
+
+impl From<crate::search::SearchError> for Error {
+    fn from(e: crate::search::SearchError) -> Self {
+        match e {
+            crate::search::SearchError::Unavailable(m) => {
+                tracing::warn!(error = %m, "search unavailable");
+                Error::Unavailable("search is unavailable, retry later".into())
+            }
+            crate::search::SearchError::Internal(m) => Error::Internal(m),
         }
     }
 }

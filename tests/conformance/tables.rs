@@ -6,6 +6,7 @@ use im_shared::schema::{
 };
 use im_shared::tables::{Cond, Item, Key, KeyVal, Query, StoreError, Tables, TxOp, Update, WriteOp};
 use serde_json::json;
+use std::collections::HashSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -293,6 +294,34 @@ pub async fn negative_and_large_numbers_sort_numerically(t: Adapter) {
     assert_eq!(seqs(&query_all(&t, Query::new(&STORE, conv.as_str()), 4).await), want);
 }
 
+pub async fn scan_pages_through_every_item_of_a_table(t: Adapter) {
+    let convs: Vec<String> = (0..5).map(|i| unique(&format!("g_scan{i}"))).collect();
+    let mut want = HashSet::new();
+    for c in &convs {
+        for s in 1..=7 {
+            t.put(&STORE, msg(c, s), Cond::Always).await.unwrap();
+            want.insert((c.clone(), s));
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut cursor = None;
+    loop {
+        let page = t.scan(&STORE, 6, cursor).await.unwrap();
+        assert!(page.items.len() <= 6);
+        for i in &page.items {
+            let key = (i["timeline_id"].as_str().unwrap().to_string(), i["seq"].as_i64().unwrap());
+            assert!(seen.insert(key.clone()), "{key:?} scanned twice");
+        }
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    // The table may hold other cases' items; ours must all be there.
+    assert!(want.is_subset(&seen), "every item is scanned");
+    assert_eq!(t.scan(&STORE, 5, Some("%%%".into())).await.unwrap_err(), StoreError::BadCursor);
+}
+
 /// Every case, for [`crate::conformance_tests!`].
 #[macro_export]
 macro_rules! tables_conformance {
@@ -312,6 +341,7 @@ macro_rules! tables_conformance {
                 counter_and_item_in_one_transaction_number_densely_under_contention,
                 transactions_refuse_more_than_100_ops,
                 negative_and_large_numbers_sort_numerically,
+                scan_pages_through_every_item_of_a_table,
             ]
         );
     };

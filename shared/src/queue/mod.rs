@@ -24,6 +24,9 @@ pub mod names {
     /// Group fan-out jobs.
     pub const FANOUT: &str = "fanout";
     pub const FANOUT_DLQ: &str = "fanout-dlq";
+    /// Search indexing jobs (the embedded backend; on AWS, table streams feed the indexer).
+    pub const INDEX: &str = "index";
+    pub const INDEX_DLQ: &str = "index-dlq";
 }
 
 /// The service's queues with their redrive policy.
@@ -31,6 +34,8 @@ pub fn service_queues(max_receives: u32) -> Vec<QueueDef> {
     vec![
         QueueDef { name: names::FANOUT.into(), dead_letter: Some(names::FANOUT_DLQ.into()), max_receives },
         QueueDef { name: names::FANOUT_DLQ.into(), dead_letter: None, max_receives: u32::MAX },
+        QueueDef { name: names::INDEX.into(), dead_letter: Some(names::INDEX_DLQ.into()), max_receives },
+        QueueDef { name: names::INDEX_DLQ.into(), dead_letter: None, max_receives: u32::MAX },
     ]
 }
 

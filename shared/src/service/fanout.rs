@@ -11,6 +11,7 @@
 
 use super::groups::MemberRow;
 use super::inbox::Payload;
+use super::search::IndexJob;
 use super::*;
 use crate::ids::ConvKind;
 use crate::model::Message;
@@ -19,7 +20,6 @@ use crate::schema::{GROUP_RELATIONS, OUTBOX};
 use crate::tables::{Cond, Key, Query, TxOp, Update};
 use serde::Deserialize;
 use serde_json::Value;
-use std::time::Duration;
 
 const OUTBOX_SHARDS: u32 = 8;
 
@@ -93,31 +93,21 @@ impl FanoutJob {
     }
 }
 
-/// How the in-process worker consumes the fan-out queue.
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    pub visibility: Duration,
-    pub wait: Duration,
-    /// The first retry's delay; it doubles with each receive, up to a minute.
-    pub retry_base: Duration,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        WorkerConfig {
-            visibility: Duration::from_secs(30),
-            wait: Duration::from_secs(1),
-            retry_base: Duration::from_secs(1),
-        }
-    }
-}
-
 impl Service {
     /// Starts delivering a freshly stored message: a single chat inline (both inboxes before the
-    /// send returns), a group through the queue.
+    /// send returns), a group through the queue. Its index job goes first: whatever fails after
+    /// it leaves the outbox row in place, and the sweeper enqueues both jobs again.
     pub(crate) async fn start_fanout(&self, m: &Message) -> Result<()> {
         let job = FanoutJob::message(&m.conversation_id, m.seq);
-        match Self::conv_kind(&m.conversation_id)? {
+        let kind = Self::conv_kind(&m.conversation_id)?;
+        if let Err(e) = self.enqueue_index(&[IndexJob::message(&m.conversation_id, m.seq)]).await {
+            tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
+                "could not enqueue the index job; the outbox sweeper will retry");
+            // A single chat promises both inboxes before the send returns: the client is told
+            // to retry (its retry finds the stored message and finishes the work).
+            return if kind == ConvKind::Single { Err(e) } else { Ok(()) };
+        }
+        match kind {
             ConvKind::Single => self.handle_fanout_job(&job).await,
             ConvKind::Group => {
                 if let Err(e) = self.queue.send_batch(FANOUT, vec![job.to_body()]).await {
@@ -208,7 +198,8 @@ impl Service {
     }
 
     /// Re-enqueues fan-outs whose outbox row is older than the grace period (their job was
-    /// lost, or is very late: a duplicate job is harmless). Returns how many.
+    /// lost, or is very late: a duplicate job is harmless), with their index jobs. Returns how
+    /// many.
     pub async fn sweep_outbox(&self) -> Result<usize> {
         let now = crate::time::now_ms();
         let mut n = 0;
@@ -224,6 +215,7 @@ impl Service {
                     }
                     tracing::info!(conversation_id = %row.conversation_id, seq = row.seq, "re-enqueueing an unfinished fan-out");
                     let job = FanoutJob::message(&row.conversation_id, row.seq);
+                    self.enqueue_index(&[IndexJob::message(&row.conversation_id, row.seq)]).await?;
                     self.queue.send_batch(FANOUT, vec![job.to_body()]).await?;
                     let key = OutboxRow::key_of(&row.conversation_id, row.seq);
                     // Exists: the fan-out may have finished meanwhile; then there is nothing to touch.
@@ -241,40 +233,6 @@ impl Service {
             }
         }
         Ok(n)
-    }
-
-    /// Consumes the fan-out queue until `stop` is set: each job is acknowledged when done, and
-    /// made visible again with exponential backoff when it fails; the queue dead-letters it
-    /// after its configured number of receives.
-    pub async fn run_fanout_worker(self: Arc<Self>, cfg: WorkerConfig, stop: tokio::sync::watch::Receiver<bool>) {
-        while !*stop.borrow() {
-            let batch = match self.queue.receive(FANOUT, 10, cfg.visibility, cfg.wait).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "fan-out worker could not receive; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            for d in batch {
-                match self.handle_fanout(&d.body).await {
-                    Ok(()) => {
-                        if let Err(e) = self.queue.ack(FANOUT, &d.receipt).await {
-                            tracing::warn!(error = %e, "could not acknowledge a finished fan-out job; it will run again harmlessly");
-                        }
-                    }
-                    Err(e) => {
-                        let delay = (cfg.retry_base * 2u32.saturating_pow(d.receive_count.saturating_sub(1).min(6)))
-                            .min(Duration::from_secs(60));
-                        tracing::warn!(job = %d.body, receives = d.receive_count, error = %e, retry_in_ms = delay.as_millis() as u64,
-                            "fan-out job failed; it will be retried");
-                        if let Err(e) = self.queue.retry_after(FANOUT, &d.receipt, delay).await {
-                            tracing::warn!(error = %e, "could not delay a failed job; it reappears after its visibility timeout");
-                        }
-                    }
-                }
-            }
-        }
     }
 }
 

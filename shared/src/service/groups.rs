@@ -73,7 +73,7 @@ fn check_group_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn group_view(m: MetaRow) -> Group {
+pub(crate) fn group_view(m: MetaRow) -> Group {
     Group {
         group_id: m.timeline_id,
         name: m.name.unwrap_or_default(),
@@ -153,6 +153,14 @@ impl Service {
         ]
     }
 
+    /// Best effort: the group is committed; if its index job is lost, `im-server reindex`
+    /// rebuilds the index from the tables.
+    async fn index_group(&self, group_id: &str) {
+        if let Err(e) = self.enqueue_index(&[super::search::IndexJob::group(group_id)]).await {
+            tracing::warn!(group_id, error = %e, "could not enqueue the group's index job");
+        }
+    }
+
     /// Best-effort notices: the change is committed; a lost notice is logged.
     async fn notify(&self, users: &[String], payload: Payload) {
         if let Err(e) = self.deliver_to(users, &payload, None).await {
@@ -207,6 +215,7 @@ impl Service {
         }
         self.tables.transact(ops).await?;
         tracing::info!(group_id, owner = caller, members = everyone.len(), "group created");
+        self.index_group(&group_id).await;
         self.notify(&everyone, Payload::event("group_joined", Some(group_id.clone()), json!({"group_id": group_id})))
             .await;
         Ok(group_view(meta))
@@ -244,6 +253,9 @@ impl Service {
             match self.tables.update(&META, &Key::pk(group_id), update, Cond::equals("version", meta.version)).await {
                 Ok(item) => {
                     let group = group_view(from_item(item)?);
+                    if input.name.is_some() {
+                        self.index_group(group_id).await;
+                    }
                     self.enqueue_group_event(group_id, "group_updated", json!({"group": group})).await;
                     return Ok(group);
                 }

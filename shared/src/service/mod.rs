@@ -20,12 +20,15 @@ pub mod friends;
 pub mod groups;
 mod inbox;
 pub mod messages;
+pub mod search;
 pub mod users;
+pub mod worker;
 
 pub use fanout::FanoutJob;
 
 use crate::error::{Error, Result};
 use crate::queue::Queue;
+use crate::search::Search;
 use crate::tables::{Item, StoreError, Tables};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,6 +53,9 @@ pub struct Config {
     pub fanout_batch: usize,
     /// An outbox row older than this is assumed to have lost its job and is re-enqueued.
     pub outbox_grace_ms: i64,
+    /// Index sent messages and changed groups through the index queue (the embedded backend).
+    /// Off where something else feeds the indexer (DynamoDB streams on AWS).
+    pub index_jobs: bool,
 }
 
 impl Default for Config {
@@ -63,6 +69,7 @@ impl Default for Config {
             fanout_page: 500,
             fanout_batch: 20,
             outbox_grace_ms: 30_000,
+            index_jobs: true,
         }
     }
 }
@@ -70,12 +77,13 @@ impl Default for Config {
 pub struct Service {
     tables: Arc<dyn Tables>,
     queue: Arc<dyn Queue>,
+    search: Arc<dyn Search>,
     cfg: Config,
 }
 
 impl Service {
-    pub fn new(tables: Arc<dyn Tables>, queue: Arc<dyn Queue>, cfg: Config) -> Self {
-        Service { tables, queue, cfg }
+    pub fn new(tables: Arc<dyn Tables>, queue: Arc<dyn Queue>, search: Arc<dyn Search>, cfg: Config) -> Self {
+        Service { tables, queue, search, cfg }
     }
 
     pub fn config(&self) -> &Config {
@@ -114,6 +122,7 @@ pub mod limits {
     pub const LIST: (usize, usize) = (50, 200);
     pub const HISTORY: (usize, usize) = (30, 100);
     pub const SYNC: (usize, usize) = (100, 500);
+    pub const SEARCH: (usize, usize) = (30, 100);
 }
 
 /// Checks an optional free-text field's length in characters.

@@ -483,6 +483,31 @@ impl Tables for RedbTables {
         .await
     }
 
+    async fn scan(&self, table: &'static TableDef, limit: usize, cursor: Option<String>) -> Result<Page, StoreError> {
+        let start = match cursor {
+            Some(c) => Bound::Excluded(B64.decode(c).map_err(|_| StoreError::BadCursor)?),
+            None => Bound::Unbounded,
+        };
+        let limit = limit.max(1);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
+            let t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
+            let range = t.range::<&[u8]>((as_slice_bound(&start), Bound::Unbounded)).map_err(|e| map_err(e.into()))?;
+            let mut items = Vec::new();
+            let mut last_key = Vec::new();
+            for entry in range {
+                let (k, v) = entry.map_err(|e| map_err(e.into()))?;
+                if items.len() == limit {
+                    return Ok(Page { items, cursor: Some(encode_cursor(&last_key)) });
+                }
+                last_key = k.value().to_vec();
+                items.push(decode_item(v.value())?);
+            }
+            Ok(Page { items, cursor: None })
+        })
+        .await
+    }
+
     async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
         if ops.len() > MAX_TX_OPS {
             return Err(StoreError::Internal(format!("transaction of {} ops exceeds {MAX_TX_OPS}", ops.len())));

@@ -322,6 +322,9 @@ pub trait Tables: Send + Sync + 'static {
     -> Result<Item, StoreError>;
     async fn query(&self, query: Query) -> Result<Page, StoreError>;
     async fn batch_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError>;
+    /// Every item of a table, a page at a time, in no particular order (DynamoDB's Scan): for
+    /// offline jobs such as rebuilding the search indexes, never for requests.
+    async fn scan(&self, table: &'static TableDef, limit: usize, cursor: Option<String>) -> Result<Page, StoreError>;
     /// Applies every op or none. At most [`MAX_TX_OPS`] ops, on distinct items.
     async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError>;
 }

@@ -1,0 +1,292 @@
+//! Search: indexing off the request path, and the two search operations.
+//!
+//! Indexing (embedded backend): a sent message's index job is enqueued before its fan-out job,
+//! so a message whose outbox row is still there may lack either, and the outbox sweeper
+//! enqueues both again (both are idempotent). Group index jobs follow the group's own commit.
+//! A job's document is read from the store or meta table when it runs, so the index always
+//! gets what is stored, and a failed document is retried, then dead-lettered.
+//!
+//! Querying: membership is decided at query time from the caller's conversation summaries
+//! (which join and leave change in the same transaction as the membership), and handed to the
+//! engine as a filter, so a member who left stops finding a group's messages at once.
+
+use super::messages::MetaRow;
+use super::*;
+use crate::ids::char_len;
+use crate::model::{Group, List, Message};
+use crate::queue::names::INDEX;
+use crate::schema::{CONVERSATIONS, META, STORE};
+use crate::search::{After, Doc, GroupDoc, MessageDoc, SearchQuery};
+use crate::tables::{Key, Query};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::Deserialize;
+
+/// The index job's wire format (version 1).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum IndexJob {
+    Message { v: u32, conversation_id: String, seq: i64 },
+    Group { v: u32, group_id: String },
+}
+
+impl IndexJob {
+    pub fn message(conversation_id: &str, seq: i64) -> Self {
+        IndexJob::Message { v: 1, conversation_id: conversation_id.into(), seq }
+    }
+    pub fn group(group_id: &str) -> Self {
+        IndexJob::Group { v: 1, group_id: group_id.into() }
+    }
+}
+
+/// Longest search phrase, in characters.
+pub const MAX_QUERY_CHARS: usize = 200;
+
+fn encode_cursor(a: After) -> String {
+    B64.encode(format!("{}.{}", a.time, a.tiebreak))
+}
+
+fn decode_cursor(c: &str) -> Result<After> {
+    let bad = || Error::invalid("cursor is not valid for this search");
+    let text = String::from_utf8(B64.decode(c).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (t, b) = text.split_once('.').ok_or_else(bad)?;
+    Ok(After { time: t.parse().map_err(|_| bad())?, tiebreak: b.parse().map_err(|_| bad())? })
+}
+
+fn check_phrase(q: Option<String>) -> Result<String> {
+    let q = q.unwrap_or_default();
+    if q.trim().is_empty() {
+        return Err(Error::invalid("q must not be empty"));
+    }
+    if char_len(&q) > MAX_QUERY_CHARS {
+        return Err(Error::invalid(format!("q must be at most {MAX_QUERY_CHARS} characters")));
+    }
+    Ok(q)
+}
+
+impl Service {
+    /// Enqueues index jobs (when this backend indexes through the queue).
+    pub(crate) async fn enqueue_index(&self, jobs: &[IndexJob]) -> Result<()> {
+        if !self.cfg.index_jobs || jobs.is_empty() {
+            return Ok(());
+        }
+        let bodies = jobs.iter().map(|j| serde_json::to_string(j).expect("jobs serialize")).collect();
+        Ok(self.queue.send_batch(INDEX, bodies).await?)
+    }
+
+    /// Handles a batch of index job bodies with one index call; the outcome of each, in order.
+    pub async fn handle_index_batch(&self, bodies: &[&str]) -> Vec<Result<()>> {
+        let jobs: Vec<Result<IndexJob>> = bodies
+            .iter()
+            .map(|b| match serde_json::from_str::<IndexJob>(b) {
+                Ok(j @ (IndexJob::Message { v: 1, .. } | IndexJob::Group { v: 1, .. })) => Ok(j),
+                Ok(_) => Err(Error::Internal("index job version is not supported".into())),
+                Err(e) => Err(Error::Internal(format!("malformed index job: {e}"))),
+            })
+            .collect();
+        let docs = match self.load_docs(&jobs).await {
+            Ok(d) => d,
+            Err(e) => return jobs.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let ready: Vec<Doc> = docs.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+        let outcome = match self.search.index(ready).await {
+            Ok(o) => o,
+            Err(e) => {
+                let e = Error::from(e);
+                return jobs.iter().map(|_| Err(e.clone())).collect();
+            }
+        };
+        let mut per_doc = outcome.into_iter();
+        docs.into_iter()
+            .map(|d| match d {
+                Err(e) => Err(e),
+                Ok(_) => match per_doc.next().flatten() {
+                    None => Ok(()),
+                    Some(reason) => Err(Error::Unavailable(format!("indexing failed: {reason}"))),
+                },
+            })
+            .collect()
+    }
+
+    /// The document of each job, read from the tables.
+    async fn load_docs(&self, jobs: &[Result<IndexJob>]) -> Result<Vec<Result<Doc>>> {
+        let mut message_keys = Vec::new();
+        let mut group_keys = Vec::new();
+        for job in jobs.iter().flatten() {
+            match job {
+                IndexJob::Message { conversation_id, seq, .. } => {
+                    message_keys.push(Key::pk_sk(conversation_id.as_str(), *seq))
+                }
+                IndexJob::Group { group_id, .. } => group_keys.push(Key::pk(group_id.as_str())),
+            }
+        }
+        let mut messages = self.tables.get_many(&STORE, &message_keys).await?.into_iter();
+        let mut groups = self.tables.get_many(&META, &group_keys).await?.into_iter();
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(match job {
+                Err(e) => Err(e.clone()),
+                Ok(IndexJob::Message { conversation_id, seq, .. }) => match messages.next().flatten() {
+                    Some(item) => from_item::<Message>(item).map(|m| {
+                        Doc::Message(MessageDoc {
+                            conversation_id: m.conversation_id,
+                            seq: m.seq,
+                            send_time: m.send_time,
+                            text: m.text,
+                        })
+                    }),
+                    None => Err(Error::Internal(format!("index job for a missing message {conversation_id}/{seq}"))),
+                },
+                Ok(IndexJob::Group { group_id, .. }) => match groups.next().flatten() {
+                    Some(item) => from_item::<MetaRow>(item).map(|g| {
+                        Doc::Group(GroupDoc {
+                            group_id: g.timeline_id,
+                            name: g.name.unwrap_or_default(),
+                            created_at: g.created_at,
+                        })
+                    }),
+                    None => Err(Error::Internal(format!("index job for a missing group {group_id}"))),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every conversation the caller is in now.
+    async fn my_conversation_ids(&self, caller: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.tables.query(Query::new(&CONVERSATIONS, caller).limit(1000).cursor(cursor)).await?;
+            out.extend(
+                page.items.iter().filter_map(|i| i.get("conversation_id").and_then(|c| c.as_str()).map(String::from)),
+            );
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// `GET /v1/search/messages`: the caller's conversations (or one of them), newest first.
+    pub async fn search_messages(
+        &self,
+        caller: &str,
+        q: Option<String>,
+        conversation_id: Option<String>,
+        limit: Option<i64>,
+        cursor: Option<String>,
+    ) -> Result<List<Message>> {
+        let phrase = check_phrase(q)?;
+        let limit = page_limit(limit, limits::SEARCH.0, limits::SEARCH.1)?;
+        let after = cursor.as_deref().map(decode_cursor).transpose()?;
+        let conversations = match conversation_id {
+            Some(c) => {
+                self.require_reader(caller, &c).await?;
+                vec![c]
+            }
+            None => self.my_conversation_ids(caller).await?,
+        };
+        let hits = self.search.search_messages(SearchQuery { phrase, conversations, limit, after }).await?;
+        let keys: Vec<Key> = hits
+            .hits
+            .iter()
+            .filter_map(|h| h.id.rsplit_once('/').and_then(|(c, s)| Some(Key::pk_sk(c, s.parse::<i64>().ok()?))))
+            .collect();
+        let items =
+            self.tables.get_many(&STORE, &keys).await?.into_iter().flatten().map(from_item).collect::<Result<_>>()?;
+        Ok(List { items, next_cursor: hits.next.map(encode_cursor) })
+    }
+
+    /// `GET /v1/groups?q=`: groups by name, newest first.
+    pub async fn search_groups(
+        &self,
+        q: Option<String>,
+        limit: Option<i64>,
+        cursor: Option<String>,
+    ) -> Result<List<Group>> {
+        let phrase = check_phrase(q)?;
+        let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
+        let after = cursor.as_deref().map(decode_cursor).transpose()?;
+        let hits = self.search.search_groups(SearchQuery { phrase, conversations: vec![], limit, after }).await?;
+        let keys: Vec<Key> = hits.hits.iter().map(|h| Key::pk(h.id.as_str())).collect();
+        let items = self
+            .tables
+            .get_many(&META, &keys)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|i| from_item::<MetaRow>(i).map(super::groups::group_view))
+            .collect::<Result<_>>()?;
+        Ok(List { items, next_cursor: hits.next.map(encode_cursor) })
+    }
+
+    /// Rebuilds the search indexes from the store and meta tables (a new mapping, or after a
+    /// loss). Returns (messages, groups) indexed.
+    pub async fn rebuild_search(&self) -> Result<(usize, usize)> {
+        self.search.clear().await?;
+        let (mut messages, mut groups) = (0, 0);
+        let mut cursor = None;
+        loop {
+            let page = self.tables.scan(&META, 200, cursor).await?;
+            for item in page.items {
+                let meta: MetaRow = from_item(item)?;
+                if meta.kind == "group" {
+                    let doc = Doc::Group(GroupDoc {
+                        group_id: meta.timeline_id.clone(),
+                        name: meta.name.clone().unwrap_or_default(),
+                        created_at: meta.created_at,
+                    });
+                    self.index_all(vec![doc]).await?;
+                    groups += 1;
+                }
+                messages += self.reindex_conversation(&meta.timeline_id).await?;
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        tracing::info!(messages, groups, "search indexes rebuilt");
+        Ok((messages, groups))
+    }
+
+    async fn reindex_conversation(&self, conversation_id: &str) -> Result<usize> {
+        let mut n = 0;
+        let mut cursor = None;
+        loop {
+            let page = self.tables.query(Query::new(&STORE, conversation_id).limit(500).cursor(cursor)).await?;
+            let docs: Vec<Doc> = page
+                .items
+                .into_iter()
+                .map(|i| {
+                    from_item::<Message>(i).map(|m| {
+                        Doc::Message(MessageDoc {
+                            conversation_id: m.conversation_id,
+                            seq: m.seq,
+                            send_time: m.send_time,
+                            text: m.text,
+                        })
+                    })
+                })
+                .collect::<Result<_>>()?;
+            n += docs.len();
+            self.index_all(docs).await?;
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(n),
+            }
+        }
+    }
+
+    /// Indexes documents, failing if any one of them fails.
+    async fn index_all(&self, docs: Vec<Doc>) -> Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        if let Some(reason) = self.search.index(docs).await?.into_iter().flatten().next() {
+            return Err(Error::Unavailable(format!("indexing failed: {reason}")));
+        }
+        Ok(())
+    }
+}

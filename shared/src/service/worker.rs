@@ -1,0 +1,98 @@
+//! Queue consumers, the same loop for every job queue: receive a batch, handle it, acknowledge
+//! what succeeded, and make what failed visible again after an exponential backoff. The queue
+//! itself dead-letters a job after its receive limit, so a poison job stops being retried and
+//! waits for an operator (`im-server redrive`).
+
+use super::*;
+use crate::queue::Delivery;
+use crate::queue::names::{FANOUT, INDEX};
+use tokio::sync::watch;
+
+/// Which queue a worker consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    /// Group fan-out jobs, one at a time.
+    Fanout,
+    /// Search indexing jobs, a batch per index call.
+    Index,
+}
+
+impl Worker {
+    pub fn queue(self) -> &'static str {
+        match self {
+            Worker::Fanout => FANOUT,
+            Worker::Index => INDEX,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub visibility: Duration,
+    pub wait: Duration,
+    /// The first retry's delay; it doubles with each receive, up to a minute.
+    pub retry_base: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            visibility: Duration::from_secs(30),
+            wait: Duration::from_secs(1),
+            retry_base: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Service {
+    /// The outcome of each job of a batch, in order.
+    async fn handle_batch(&self, worker: Worker, batch: &[Delivery]) -> Vec<Result<()>> {
+        match worker {
+            Worker::Fanout => {
+                let mut out = Vec::with_capacity(batch.len());
+                for d in batch {
+                    out.push(self.handle_fanout(&d.body).await);
+                }
+                out
+            }
+            Worker::Index => self.handle_index_batch(&batch.iter().map(|d| d.body.as_str()).collect::<Vec<_>>()).await,
+        }
+    }
+
+    /// Consumes `worker`'s queue until `stop` is set.
+    pub async fn run_worker(self: Arc<Self>, worker: Worker, cfg: WorkerConfig, stop: watch::Receiver<bool>) {
+        let queue = worker.queue();
+        while !*stop.borrow() {
+            let batch = match self.queue.receive(queue, 10, cfg.visibility, cfg.wait).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(queue, error = %e, "worker could not receive; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let outcomes = self.handle_batch(worker, &batch).await;
+            for (d, outcome) in batch.iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => {
+                        if let Err(e) = self.queue.ack(queue, &d.receipt).await {
+                            tracing::warn!(queue, error = %e, "could not acknowledge a finished job; it will run again harmlessly");
+                        }
+                    }
+                    Err(e) => {
+                        let doublings = d.receive_count.saturating_sub(1).min(6);
+                        let delay = (cfg.retry_base * 2u32.pow(doublings)).min(Duration::from_secs(60));
+                        tracing::warn!(queue, job = %d.body, receives = d.receive_count, error = %e,
+                            retry_in_ms = delay.as_millis() as u64, "job failed; it will be retried");
+                        if let Err(e) = self.queue.retry_after(queue, &d.receipt, delay).await {
+                            tracing::warn!(queue, error = %e, "could not delay a failed job; it reappears after its visibility timeout");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
