@@ -23,6 +23,8 @@ pub struct Config {
     pub max_receives: u32,
     pub sweep_interval: Duration,
     pub log_json: bool,
+    /// Search on this OpenSearch cluster instead of the embedded tantivy indexes.
+    pub opensearch: Option<im_shared::search::opensearch::OpenSearchConfig>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -72,6 +74,11 @@ impl Config {
             max_receives: parse("IM_QUEUE_MAX_RECEIVES", 5)?,
             sweep_interval: Duration::from_millis(parse("IM_SWEEP_INTERVAL_MS", 10_000)?),
             log_json: parse::<String>("IM_LOG_FORMAT", "text".into())? == "json",
+            opensearch: var("IM_OPENSEARCH_URL").map(|url| im_shared::search::opensearch::OpenSearchConfig {
+                url,
+                index_prefix: var("IM_OPENSEARCH_INDEX_PREFIX").unwrap_or_else(|| "im-".into()),
+                sigv4_region: var("IM_OPENSEARCH_SIGV4_REGION"),
+            }),
         })
     }
 }

@@ -15,7 +15,9 @@ use im_shared::Error;
 use im_shared::queue::embedded::EmbeddedQueue;
 use im_shared::queue::names::{FANOUT, FANOUT_DLQ, INDEX, INDEX_DLQ};
 use im_shared::queue::{Queue, service_queues};
+use im_shared::search::Search;
 use im_shared::search::embedded::TantivySearch;
+use im_shared::search::opensearch::OpenSearchSearch;
 use im_shared::service::Service;
 use im_shared::service::worker::Worker;
 use im_shared::tables::embedded::RedbTables;
@@ -94,31 +96,40 @@ struct Embedded {
     service: Arc<Service>,
 }
 
-fn open_embedded(cfg: &Config) -> Result<Embedded, String> {
+async fn open_embedded(cfg: &Config) -> Result<Embedded, String> {
     let dir = &cfg.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
     let tables = RedbTables::open(&dir.join("tables.redb"))
         .map_err(|e| format!("cannot open {}/tables.redb (is another server using it?): {e}", dir.display()))?;
     let queue = open_queue(cfg)?;
-    let search =
-        TantivySearch::open(&dir.join("search")).map_err(|e| format!("cannot open {}/search: {e}", dir.display()))?;
-    let service = Arc::new(Service::new(
-        Arc::new(tables.clone()),
-        Arc::new(queue.clone()),
-        Arc::new(search),
-        cfg.service.clone(),
-    ));
+    let search: Arc<dyn Search> = match &cfg.opensearch {
+        Some(os) => {
+            let adapter = OpenSearchSearch::connect(os).await.map_err(|e| format!("IM_OPENSEARCH_URL: {e}"))?;
+            adapter
+                .ensure_indexes()
+                .await
+                .map_err(|e| format!("cannot create the search indexes on {}: {e}", os.url))?;
+            tracing::info!(url = %os.url, "searching on OpenSearch");
+            Arc::new(adapter)
+        }
+        None => Arc::new(
+            TantivySearch::open(&dir.join("search"))
+                .map_err(|e| format!("cannot open {}/search: {e}", dir.display()))?,
+        ),
+    };
+    let service =
+        Arc::new(Service::new(Arc::new(tables.clone()), Arc::new(queue.clone()), search, cfg.service.clone()));
     Ok(Embedded { tables, queue, service })
 }
 
 async fn reindex(cfg: Config) -> Result<(), String> {
-    let (messages, groups) = open_embedded(&cfg)?.service.rebuild_search().await.map_err(|e| e.to_string())?;
+    let (messages, groups) = open_embedded(&cfg).await?.service.rebuild_search().await.map_err(|e| e.to_string())?;
     println!("indexed {messages} message(s) and {groups} group(s)");
     Ok(())
 }
 
 async fn serve(cfg: Config) -> Result<(), String> {
-    let Embedded { tables, queue, service } = open_embedded(&cfg)?;
+    let Embedded { tables, queue, service } = open_embedded(&cfg).await?;
     let released = queue.release_in_flight().await.map_err(|e| e.to_string())?;
     if released > 0 {
         tracing::info!(jobs = released, "resuming jobs that a previous run left unfinished");

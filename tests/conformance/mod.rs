@@ -4,6 +4,11 @@
 //! Cases use partition keys unique to the run, so adapters whose tables are shared between
 //! cases (DynamoDB on a moto server) need no cleanup.
 
+/// Why a live suite was skipped.
+#[allow(dead_code)]
+pub const SKIP_REASON: &str =
+    "set IM_OPENSEARCH_URL (e.g. http://localhost:9200, or a LocalStack or Amazon OpenSearch endpoint) to run it";
+
 pub mod queue;
 pub mod search;
 pub mod tables;
@@ -20,6 +25,20 @@ pub fn unique(prefix: &str) -> String {
 /// with an adapter from `factory()`.
 #[macro_export]
 macro_rules! conformance_tests {
+    // A factory that returns `None` when its backend is not reachable: each case then says it
+    // was skipped, and why, instead of failing.
+    (optional $suite:path, $factory:path, [$($case:ident),* $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                use $suite as suite;
+                match $factory().await {
+                    Some(adapter) => suite::$case(adapter).await,
+                    None => eprintln!("skipped {}: {}", stringify!($case), $crate::conformance::SKIP_REASON),
+                }
+            }
+        )*
+    };
     ($suite:path, $factory:path, [$($case:ident),* $(,)?]) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,9 +181,15 @@ pub async fn clear_removes_everything(s: Adapter) {
 
 #[macro_export]
 macro_rules! search_conformance {
+    (optional $factory:path) => {
+        $crate::search_conformance!(@cases [optional], $factory);
+    };
     ($factory:path) => {
+        $crate::search_conformance!(@cases [], $factory);
+    };
+    (@cases [$($optional:ident)?], $factory:path) => {
         $crate::conformance_tests!(
-            conformance::search,
+            $($optional)? conformance::search,
             $factory,
             [
                 cjk_text_matches_by_substring,

@@ -9,6 +9,7 @@
 
 pub mod analyzer;
 pub mod embedded;
+pub mod opensearch;
 
 use async_trait::async_trait;
 
