@@ -469,7 +469,7 @@ async fn conversations_list_by_recent_activity_with_titles() {
 async fn the_server_keeps_serving_after_bad_requests() {
     let s = Server::start();
     let a = s.user("alice").await;
-    let client = reqwest::Client::new();
+    let client = common::client();
     let bad: Vec<(Method, &str, Vec<u8>)> = vec![
         (Method::POST, "/v1/groups", b"{".to_vec()),
         (Method::POST, "/v1/groups", vec![0xff, 0xfe, 0x00]),

@@ -45,7 +45,7 @@ async fn copies(s: &Server, users: &[User], group: &str, seq: i64) -> Vec<usize>
     in_parallel(users.to_vec(), 16, move |u: User| {
         let (base, group) = (base.clone(), group.clone());
         async move {
-            let v: serde_json::Value = reqwest::Client::new()
+            let v: serde_json::Value = common::client()
                 .get(format!("{base}/v1/sync?after=0&limit=500"))
                 .bearer_auth(&u.token)
                 .send()
@@ -75,7 +75,7 @@ async fn kill_9_during_a_2000_member_fanout_loses_and_duplicates_nothing() {
     let members: Vec<User> = in_parallel(ids, 16, move |id: String| {
         let base = base.clone();
         async move {
-            let c = reqwest::Client::new();
+            let c = common::client();
             let v: serde_json::Value = c
                 .post(format!("{base}/v1/dev/token"))
                 .json(&json!({"user_id": id}))
@@ -98,12 +98,8 @@ async fn kill_9_during_a_2000_member_fanout_loses_and_duplicates_nothing() {
     in_parallel(members.clone(), 16, move |u: User| {
         let (base, g) = (base.clone(), g.clone());
         async move {
-            let r = reqwest::Client::new()
-                .post(format!("{base}/v1/groups/{g}/join"))
-                .bearer_auth(&u.token)
-                .send()
-                .await
-                .unwrap();
+            let r =
+                common::client().post(format!("{base}/v1/groups/{g}/join")).bearer_auth(&u.token).send().await.unwrap();
             assert_eq!(r.status(), S::OK, "{}", r.text().await.unwrap());
         }
     })

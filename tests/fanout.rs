@@ -350,3 +350,53 @@ async fn an_index_batch_reports_each_job_and_a_bad_one_fails_alone() {
     let hits = f.svc.search_messages(&f.members[0], Some("text m1".into()), None, None, None).await.unwrap();
     assert_eq!(hits.items.len(), 1);
 }
+
+/// The worker loop on a real queue: a job that always fails is retried with backoff, then
+/// dead-lettered (not lost, not retried forever), while good jobs beside it go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_job_is_retried_then_dead_lettered_while_good_jobs_pass() {
+    use im_shared::queue::names::{INDEX, INDEX_DLQ};
+    use im_shared::service::worker::{Worker, WorkerConfig};
+    let dir = tempfile::tempdir().unwrap().keep();
+    let tables = Arc::new(RedbTables::open(&dir.join("t.redb")).unwrap());
+    let queue = Arc::new(EmbeddedQueue::open(&dir.join("q.redb"), service_queues(3)).unwrap());
+    let search = Arc::new(im_shared::search::embedded::TantivySearch::open(&dir.join("search")).unwrap());
+    let svc = Arc::new(Service::new(tables, queue.clone(), search, Config::default()));
+    svc.put_me("u", ProfileInput { name: "u".into(), gender: None, avatar_url: None, bio: None }).await.unwrap();
+    let g = svc
+        .create_group(
+            "u",
+            CreateGroupInput {
+                name: "poison test".into(),
+                description: None,
+                join_policy: JoinPolicy::Open,
+                members: None,
+            },
+        )
+        .await
+        .unwrap()
+        .group_id;
+    queue
+        .send_batch(INDEX, vec![r#"{"kind":"message","v":1,"conversation_id":"g_gone","seq":1}"#.into()])
+        .await
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let cfg = WorkerConfig {
+        visibility: Duration::from_secs(5),
+        wait: Duration::from_millis(100),
+        retry_base: Duration::from_millis(20),
+    };
+    let worker = tokio::spawn(svc.clone().run_worker(Worker::Index, cfg, stop_rx));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while queue.depth(INDEX_DLQ).await.unwrap().waiting == 0 {
+        assert!(std::time::Instant::now() < deadline, "the poison job never reached the dead-letter queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let found = svc.search_groups(Some("poison test".into()), None, None).await.unwrap();
+    assert_eq!(found.items.len(), 1, "the group's own index job went through");
+    assert_eq!(found.items[0].group_id, g);
+    let main = queue.depth(INDEX).await.unwrap();
+    assert_eq!((main.waiting, main.in_flight), (0, 0), "nothing left to retry");
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap();
+}

@@ -100,7 +100,7 @@ async fn ordered_exactly_once_under_concurrent_senders_while_a_reader_syncs_live
 }
 
 async fn send_many(base: String, who: User, conv: String, tag: String, n: usize) {
-    let client = reqwest::Client::new();
+    let client = common::client();
     for k in 0..n {
         let body = json!({"client_msg_id": format!("{tag}-{k}"), "type": "text", "text": format!("{tag} says {k}")});
         let resp = client
@@ -182,7 +182,7 @@ async fn a_client_retry_returns_the_first_result_and_writes_nothing() {
                 let (base, a, conv) = (s.base.clone(), a.clone(), conv.clone());
                 tokio::spawn(async move {
                     let body = json!({"client_msg_id": "race", "type": "text", "text": "r"});
-                    let r = reqwest::Client::new()
+                    let r = common::client()
                         .post(format!("{base}/v1/conversations/{conv}/messages"))
                         .bearer_auth(&a.token)
                         .json(&body)
@@ -399,7 +399,7 @@ async fn friendship_is_never_half_made_even_when_both_sides_act_at_once() {
 fn spawn_call(s: &Server, u: &User, method: Method, path: String, body: Option<Value>) -> tokio::task::JoinHandle<S> {
     let (base, token) = (s.base.clone(), u.token.clone());
     tokio::spawn(async move {
-        let mut req = reqwest::Client::new().request(method, format!("{base}{path}")).bearer_auth(token);
+        let mut req = common::client().request(method, format!("{base}{path}")).bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -9,6 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// One HTTP client for the whole test binary: building one loads TLS roots, which costs
+/// milliseconds; a clone shares its connection pool.
+pub fn client() -> Client {
+    static CLIENT: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(Client::new).clone()
+}
+
 pub struct Server {
     child: Option<Child>,
     pub base: String,
@@ -26,7 +33,7 @@ impl Server {
     pub fn start_with(env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir").keep();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut s = Server { child: None, base: String::new(), dir, env, http: Client::new() };
+        let mut s = Server { child: None, base: String::new(), dir, env, http: client() };
         s.spawn();
         s
     }
