@@ -170,8 +170,27 @@ impl EmbeddedQueue {
         .map_err(|e| QueueError::Internal(format!("blocking task failed: {e}")))?
     }
 
+    /// Whether any message of `queue` is due, from a read transaction: idle workers poll, and
+    /// a write transaction per poll would cost a disk sync each time.
+    async fn anything_due(&self, queue: &str) -> Result<bool, QueueError> {
+        let db = self.db.clone();
+        let queue = queue.to_string();
+        tokio::task::spawn_blocking(move || {
+            use redb::ReadableDatabase;
+            let txn = db.begin_read().map_err(map_err)?;
+            let vis = txn.open_table(VISIBLE).map_err(map_err)?;
+            let mut due = vis.range((queue.as_str(), 0, 0)..=(queue.as_str(), now_ms(), u128::MAX)).map_err(map_err)?;
+            Ok(due.next().is_some())
+        })
+        .await
+        .map_err(|e| QueueError::Internal(format!("blocking task failed: {e}")))?
+    }
+
     /// One pass of a receive: takes what is due now, moving exhausted messages to the DLQ.
     async fn receive_now(&self, queue: &str, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError> {
+        if !self.anything_due(queue).await? {
+            return Ok(vec![]);
+        }
         let def = self.def(queue)?.clone();
         let mut fresh_ids = Vec::new();
         for _ in 0..max {
