@@ -37,6 +37,7 @@ async fn messages_are_searchable_within_a_second_by_phrase_and_cjk_substring() {
     let other = s.befriend(&a, &x).await;
     a.send(&s, &conv, "1", "欢迎使用表格存储服务").await;
     let took = until_found(&s, &b, "表格存储", 1).await;
+    eprintln!("send to searchable: {took:?}");
     assert!(took < Duration::from_secs(3), "indexed in {took:?}");
     for (i, text) in
         ["東京タワーに行きました", "한국어 검색 엔진", "我们用Rust写IM服务", "Hello, World!", "say hello world"]
