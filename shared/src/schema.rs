@@ -36,6 +36,8 @@ pub struct TableDef {
     pub indexes: &'static [IndexDef],
     /// Attribute holding an expiry time in epoch seconds, as DynamoDB TTL reads it.
     pub ttl: Option<&'static str>,
+    /// Publishes a change stream (new and old images): on AWS, the search indexer reads it.
+    pub stream: bool,
     /// What the table is for (shown in docs and provisioning output).
     pub purpose: &'static str,
 }
@@ -53,8 +55,15 @@ const fn n(name: &'static str) -> KeyAttr {
     KeyAttr { name, ty: KeyType::N }
 }
 
-pub const USERS: TableDef =
-    TableDef { name: "users", pk: s("user_id"), sk: None, indexes: &[], ttl: None, purpose: "user profiles" };
+pub const USERS: TableDef = TableDef {
+    name: "users",
+    pk: s("user_id"),
+    sk: None,
+    indexes: &[],
+    ttl: None,
+    stream: false,
+    purpose: "user profiles",
+};
 
 pub const STORE: TableDef = TableDef {
     name: "store",
@@ -62,6 +71,7 @@ pub const STORE: TableDef = TableDef {
     sk: Some(n("seq")),
     indexes: &[],
     ttl: None,
+    stream: true,
     purpose: "the store library: every conversation's messages, by (timeline_id, seq), kept until deleted",
 };
 
@@ -71,6 +81,7 @@ pub const SYNC: TableDef = TableDef {
     sk: Some(n("sync_seq")),
     indexes: &[],
     ttl: Some("expires_at"),
+    stream: false,
     purpose: "the sync library: each user's inbox, by (user_id, sync_seq), filled by fan-out on write, expiring by TTL",
 };
 
@@ -82,6 +93,7 @@ pub const INBOXES: TableDef = TableDef {
     sk: None,
     indexes: &[],
     ttl: None,
+    stream: false,
     purpose: "per-user inbox counter (last sync_seq); never expires, so numbers are never reused",
 };
 
@@ -91,6 +103,7 @@ pub const META: TableDef = TableDef {
     sk: None,
     indexes: &[],
     ttl: None,
+    stream: true,
     purpose: "conversation and group metadata, and each conversation's last seq",
 };
 
@@ -100,6 +113,7 @@ pub const USER_RELATIONS: TableDef = TableDef {
     sk: Some(s("sub_user")),
     indexes: &[],
     ttl: None,
+    stream: false,
     purpose: "friendships, one row per direction, written and removed in one transaction",
 };
 
@@ -110,6 +124,7 @@ pub const GROUP_RELATIONS: TableDef = TableDef {
     sk: Some(s("user_id")),
     indexes: &[IndexDef { name: GROUP_RELATIONS_BY_USER, pk: s("user_id"), sk: Some(s("group_id")) }],
     ttl: None,
+    stream: false,
     purpose: "group membership with roles; the by_user index lists a user's groups",
 };
 
@@ -120,6 +135,7 @@ pub const FRIEND_REQUESTS: TableDef = TableDef {
     sk: Some(s("from_user")),
     indexes: &[IndexDef { name: FRIEND_REQUESTS_OUTGOING, pk: s("from_user"), sk: Some(s("to_user")) }],
     ttl: None,
+    stream: false,
     purpose: "pending friend requests by recipient; the outgoing index lists them by sender",
 };
 
@@ -129,6 +145,7 @@ pub const JOIN_REQUESTS: TableDef = TableDef {
     sk: Some(s("user_id")),
     indexes: &[],
     ttl: None,
+    stream: false,
     purpose: "pending requests to join approval groups",
 };
 
@@ -139,6 +156,7 @@ pub const CONVERSATIONS: TableDef = TableDef {
     sk: Some(s("conversation_id")),
     indexes: &[IndexDef { name: CONVERSATIONS_BY_ACTIVITY, pk: s("user_id"), sk: Some(n("updated_at")) }],
     ttl: None,
+    stream: false,
     purpose: "per-user conversation summaries: read marker, unread count, last message",
 };
 
@@ -150,6 +168,7 @@ pub const SENDS: TableDef = TableDef {
     sk: Some(s("send_key")),
     indexes: &[],
     ttl: None,
+    stream: false,
     purpose: "client_msg_id of every sent message, so a client retry returns the first result",
 };
 
@@ -162,6 +181,7 @@ pub const DELIVERIES: TableDef = TableDef {
     sk: Some(s("delivery_id")),
     indexes: &[],
     ttl: Some("expires_at"),
+    stream: false,
     purpose: "markers of what each inbox already holds, so fan-out retries never duplicate",
 };
 
@@ -174,6 +194,7 @@ pub const OUTBOX: TableDef = TableDef {
     sk: Some(s("job_id")),
     indexes: &[],
     ttl: None,
+    stream: false,
     purpose: "fan-outs in progress, re-enqueued by a sweeper if a crash lost their job",
 };
 

@@ -6,6 +6,7 @@
 //! Consumers must be idempotent: a message can arrive more than once.
 
 pub mod embedded;
+pub mod sqs;
 
 use async_trait::async_trait;
 use std::time::Duration;

@@ -6,6 +6,7 @@
 //! Items are JSON objects; the key attributes are ordinary attributes named by the table's
 //! [`TableDef`](crate::schema::TableDef). The service never knows which adapter it has.
 
+pub mod dynamo;
 pub mod embedded;
 
 use crate::schema::{IndexDef, KeyType, TableDef};

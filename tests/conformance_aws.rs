@@ -1,0 +1,164 @@
+//! The Tables and Queue conformance suites against the DynamoDB and SQS adapters on a moto
+//! server: the same cases, held to the same behaviour as the embedded adapters.
+//!
+//! The server is `IM_MOTO_URL` (what `.ci/run` starts), or one these tests start on a free
+//! loopback port with `python3 tests/moto_server.py` (moto, with DynamoDB requests serialized
+//! as DynamoDB serializes transactions; `pip install 'moto[server]'`). Tables are
+//! created once per run under a fresh prefix and shared by the cases (their keys are unique);
+//! each queue case gets queues of its own.
+
+// The search suite runs elsewhere (embedded, and live OpenSearch).
+#[allow(dead_code)]
+mod conformance;
+
+use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use im_shared::queue::Queue;
+use im_shared::queue::sqs::SqsQueue;
+use im_shared::tables::Tables;
+use im_shared::tables::dynamo::DynamoTables;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// The moto server's URL: given, or started once for this test process.
+fn moto_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Some(url) = std::env::var("IM_MOTO_URL").ok().filter(|u| !u.is_empty()) {
+            return url;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // The shell watches this process and stops moto when it is gone.
+        let script = format!(
+            "python3 {dir}/tests/moto_server.py {port} >/dev/null 2>&1 & m=$!; \
+             while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
+            pid = std::process::id(),
+            dir = env!("CARGO_MANIFEST_DIR")
+        );
+        // Not waited for: the shell ends by itself once this process is gone.
+        #[allow(clippy::zombie_processes)]
+        std::process::Command::new("sh").arg("-c").arg(script).spawn().expect("sh");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no moto server: set IM_MOTO_URL, or install it with pip install 'moto[server]'"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        format!("http://127.0.0.1:{port}")
+    })
+    .clone()
+}
+
+async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto_url())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "moto"))
+        .load()
+        .await
+}
+
+/// The tables' prefix of this run; the tables are created by the first case that needs them.
+async fn table_prefix() -> String {
+    static PREFIX: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    PREFIX
+        .get_or_init(|| async {
+            let prefix = format!("{}-", conformance::unique("ct"));
+            let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
+            DynamoTables::new(client, prefix.clone()).create_tables().await.expect("create tables on moto");
+            prefix
+        })
+        .await
+        .clone()
+}
+
+async fn dynamodb() -> Arc<dyn Tables> {
+    let prefix = table_prefix().await;
+    // A client per case: each case runs on its own runtime.
+    Arc::new(DynamoTables::new(aws_sdk_dynamodb::Client::new(&sdk_config().await), prefix))
+}
+
+async fn sqs() -> Arc<dyn Queue> {
+    let q = SqsQueue::new(
+        aws_sdk_sqs::Client::new(&sdk_config().await),
+        format!("{}-", conformance::unique("cq")),
+        conformance::queue::defs(),
+    );
+    q.create_queues().await.expect("create queues on moto");
+    Arc::new(q)
+}
+
+mod tables {
+    use super::*;
+    tables_conformance!(dynamodb);
+}
+
+mod queue {
+    use super::*;
+    queue_conformance!(sqs);
+}
+
+/// Counts BatchWriteItem calls and the largest batch sent.
+#[derive(Debug, Default)]
+struct BatchCounter {
+    calls: AtomicUsize,
+    largest: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct CountBatches(Arc<BatchCounter>);
+
+impl Intercept for CountBatches {
+    fn name(&self) -> &'static str {
+        "CountBatches"
+    }
+    fn read_before_execution(
+        &self,
+        ctx: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if let Some(input) =
+            ctx.input().downcast_ref::<aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemInput>()
+        {
+            let n: usize = input.request_items().map_or(0, |m| m.values().map(Vec::len).sum());
+            self.0.calls.fetch_add(1, Ordering::SeqCst);
+            self.0.largest.fetch_max(n, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+    fn read_before_attempt(
+        &self,
+        _ctx: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        Ok(())
+    }
+}
+
+/// AWS refuses more than 25 items in one BatchWriteItem; moto accepts 26, so only counting
+/// the calls shows that the adapter splits batches itself.
+#[tokio::test]
+async fn batch_writes_are_split_into_calls_of_at_most_25_items() {
+    use im_shared::schema::STORE;
+    use im_shared::tables::WriteOp;
+    let prefix = table_prefix().await;
+    let counter = Arc::new(BatchCounter::default());
+    let conf =
+        aws_sdk_dynamodb::config::Builder::from(&sdk_config().await).interceptor(CountBatches(counter.clone())).build();
+    let t = DynamoTables::new(aws_sdk_dynamodb::Client::from_conf(conf), prefix);
+    let conv = conformance::unique("g_chunk");
+    let ops: Vec<WriteOp> = (1..=26)
+        .map(|s| WriteOp::Put {
+            table: &STORE,
+            item: serde_json::json!({"timeline_id": conv, "seq": s}).as_object().unwrap().clone(),
+        })
+        .collect();
+    t.batch_write(ops).await.unwrap();
+    assert_eq!(counter.calls.load(Ordering::SeqCst), 2, "26 items go in two calls");
+    assert_eq!(counter.largest.load(Ordering::SeqCst), 25);
+    let page = t.query(im_shared::tables::Query::new(&STORE, conv.as_str()).limit(100)).await.unwrap();
+    assert_eq!(page.items.len(), 26);
+}
