@@ -11,7 +11,18 @@ use std::time::Duration;
 /// Signs dev tokens when no `IM_JWT_SECRET` is set; only ever used in dev mode.
 const DEV_SECRET: &str = "im-local-dev-secret-do-not-use-in-production";
 
+/// Where the tables and the job queues live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// redb files under the data directory (the default).
+    Embedded,
+    /// DynamoDB and SQS (or a local stand-in: `AWS_ENDPOINT_URL`), through the AWS SDK's
+    /// configuration chain; tables and queues are named with these prefixes.
+    Aws { table_prefix: String, queue_prefix: String },
+}
+
 pub struct Config {
+    pub backend: Backend,
     pub data_dir: PathBuf,
     pub addr: String,
     pub jwt_secret: String,
@@ -62,7 +73,16 @@ impl Config {
         };
         let http =
             HttpConfig { max_body_bytes: parse("IM_MAX_BODY_BYTES", 64 * 1024)?, dev_mode, ..HttpConfig::default() };
+        let backend = match var("IM_BACKEND").as_deref() {
+            None | Some("embedded") => Backend::Embedded,
+            Some("aws") => Backend::Aws {
+                table_prefix: var("IM_TABLE_PREFIX").unwrap_or_else(|| "im-".into()),
+                queue_prefix: var("IM_QUEUE_PREFIX").unwrap_or_else(|| "im-".into()),
+            },
+            Some(other) => return Err(format!("IM_BACKEND={other:?}: use embedded or aws")),
+        };
         Ok(Config {
+            backend,
             data_dir: PathBuf::from(var("IM_DATA_DIR").unwrap_or_else(|| "./data".into())),
             addr: var("IM_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             jwt_secret,

@@ -14,19 +14,22 @@ use im_functions::dispatch::{self, App};
 use im_shared::Error;
 use im_shared::queue::embedded::EmbeddedQueue;
 use im_shared::queue::names::{FANOUT, FANOUT_DLQ, INDEX, INDEX_DLQ};
+use im_shared::queue::sqs::SqsQueue;
 use im_shared::queue::{Queue, service_queues};
 use im_shared::search::Search;
 use im_shared::search::embedded::TantivySearch;
 use im_shared::search::opensearch::OpenSearchSearch;
 use im_shared::service::Service;
 use im_shared::service::worker::Worker;
+use im_shared::tables::dynamo::DynamoTables;
 use im_shared::tables::embedded::RedbTables;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-const USAGE: &str = "usage: im-server [serve | redrive | queue-stats | reindex]
+const USAGE: &str = "usage: im-server [serve | provision | redrive | queue-stats | reindex]
   serve        run the server (the default)
+  provision    create the tables, queues and search indexes (IM_BACKEND=aws, OpenSearch)
   redrive      move dead-lettered jobs back to their queues (server stopped)
   queue-stats  print the job queues' and their dead-letter queues' depth (server stopped)
   reindex      rebuild the search indexes from the tables (server stopped)
@@ -34,7 +37,7 @@ configuration: environment variables, see README.md";
 
 fn main() {
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
-    if !matches!(command.as_str(), "serve" | "redrive" | "queue-stats" | "reindex") {
+    if !matches!(command.as_str(), "serve" | "provision" | "redrive" | "queue-stats" | "reindex") {
         let help = matches!(command.as_str(), "-h" | "--help" | "help");
         if help {
             println!("{USAGE}")
@@ -56,6 +59,7 @@ fn main() {
         "redrive" => rt.block_on(redrive(cfg)),
         "queue-stats" => rt.block_on(queue_stats(cfg)),
         "reindex" => rt.block_on(reindex(cfg)),
+        "provision" => rt.block_on(provision(cfg)),
         _ => rt.block_on(serve(cfg)),
     };
     if let Err(e) = outcome {
@@ -72,7 +76,7 @@ fn open_queue(cfg: &Config) -> Result<EmbeddedQueue, String> {
 
 /// The operator's redrive: after fixing what made jobs fail, put them back.
 async fn redrive(cfg: Config) -> Result<(), String> {
-    let q = open_queue(&cfg)?;
+    let q = open_backend(&cfg).await?.queue;
     for (queue, dlq) in [(FANOUT, FANOUT_DLQ), (INDEX, INDEX_DLQ)] {
         let moved = q.redrive(queue).await.map_err(|e| e.to_string())?;
         println!("moved {moved} job(s) from {dlq} back to {queue}");
@@ -81,7 +85,7 @@ async fn redrive(cfg: Config) -> Result<(), String> {
 }
 
 async fn queue_stats(cfg: Config) -> Result<(), String> {
-    let q = open_queue(&cfg)?;
+    let q = open_backend(&cfg).await?.queue;
     for name in [FANOUT, FANOUT_DLQ, INDEX, INDEX_DLQ] {
         let d = q.depth(name).await.map_err(|e| e.to_string())?;
         println!("{name}: {} waiting, {} in flight", d.waiting, d.in_flight);
@@ -89,20 +93,18 @@ async fn queue_stats(cfg: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// The embedded backend under the data directory.
-struct Embedded {
-    tables: RedbTables,
-    queue: EmbeddedQueue,
+/// The service on its backend, and what only one kind of backend needs.
+struct Backend {
     service: Arc<Service>,
+    queue: Arc<dyn Queue>,
+    /// Embedded: the redb tables (their TTL sweeper) and queue (released at start).
+    embedded: Option<(RedbTables, EmbeddedQueue)>,
+    /// AWS: what `provision` creates.
+    aws: Option<(DynamoTables, Arc<SqsQueue>)>,
 }
 
-async fn open_embedded(cfg: &Config) -> Result<Embedded, String> {
-    let dir = &cfg.data_dir;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
-    let tables = RedbTables::open(&dir.join("tables.redb"))
-        .map_err(|e| format!("cannot open {}/tables.redb (is another server using it?): {e}", dir.display()))?;
-    let queue = open_queue(cfg)?;
-    let search: Arc<dyn Search> = match &cfg.opensearch {
+async fn open_search(cfg: &Config) -> Result<Arc<dyn Search>, String> {
+    match &cfg.opensearch {
         Some(os) => {
             let adapter = OpenSearchSearch::connect(os).await.map_err(|e| format!("IM_OPENSEARCH_URL: {e}"))?;
             adapter
@@ -110,29 +112,71 @@ async fn open_embedded(cfg: &Config) -> Result<Embedded, String> {
                 .await
                 .map_err(|e| format!("cannot create the search indexes on {}: {e}", os.url))?;
             tracing::info!(url = %os.url, "searching on OpenSearch");
-            Arc::new(adapter)
+            Ok(Arc::new(adapter))
         }
-        None => Arc::new(
-            TantivySearch::open(&dir.join("search"))
-                .map_err(|e| format!("cannot open {}/search: {e}", dir.display()))?,
-        ),
-    };
-    let service =
-        Arc::new(Service::new(Arc::new(tables.clone()), Arc::new(queue.clone()), search, cfg.service.clone()));
-    Ok(Embedded { tables, queue, service })
+        None => {
+            let dir = cfg.data_dir.join("search");
+            Ok(Arc::new(TantivySearch::open(&dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?))
+        }
+    }
+}
+
+async fn open_backend(cfg: &Config) -> Result<Backend, String> {
+    let dir = &cfg.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+    let search = open_search(cfg).await?;
+    match &cfg.backend {
+        config::Backend::Embedded => {
+            let tables = RedbTables::open(&dir.join("tables.redb"))
+                .map_err(|e| format!("cannot open {}/tables.redb (is another server using it?): {e}", dir.display()))?;
+            let queue = open_queue(cfg)?;
+            let service =
+                Arc::new(Service::new(Arc::new(tables.clone()), Arc::new(queue.clone()), search, cfg.service.clone()));
+            Ok(Backend { service, queue: Arc::new(queue.clone()), embedded: Some((tables, queue)), aws: None })
+        }
+        config::Backend::Aws { table_prefix, queue_prefix } => {
+            // Region, credentials and AWS_ENDPOINT_URL (LocalStack, moto) from the usual chain.
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let tables = DynamoTables::new(aws_sdk_dynamodb::Client::new(&sdk), table_prefix.clone());
+            let queue = Arc::new(SqsQueue::new(
+                aws_sdk_sqs::Client::new(&sdk),
+                queue_prefix.clone(),
+                service_queues(cfg.max_receives),
+            ));
+            let service = Arc::new(Service::new(Arc::new(tables.clone()), queue.clone(), search, cfg.service.clone()));
+            tracing::info!(table_prefix, queue_prefix, "on DynamoDB and SQS");
+            Ok(Backend { service, queue: queue.clone(), embedded: None, aws: Some((tables, queue)) })
+        }
+    }
+}
+
+/// Creates what the AWS backend needs (search indexes are created by opening them).
+async fn provision(cfg: Config) -> Result<(), String> {
+    let backend = open_backend(&cfg).await?;
+    match backend.aws {
+        Some((tables, queues)) => {
+            tables.create_tables().await.map_err(|e| format!("creating tables: {e}"))?;
+            queues.create_queues().await.map_err(|e| format!("creating queues: {e}"))?;
+            println!("tables, queues and search indexes are ready");
+        }
+        None => println!("the embedded backend needs no provisioning"),
+    }
+    Ok(())
 }
 
 async fn reindex(cfg: Config) -> Result<(), String> {
-    let (messages, groups) = open_embedded(&cfg).await?.service.rebuild_search().await.map_err(|e| e.to_string())?;
+    let (messages, groups) = open_backend(&cfg).await?.service.rebuild_search().await.map_err(|e| e.to_string())?;
     println!("indexed {messages} message(s) and {groups} group(s)");
     Ok(())
 }
 
 async fn serve(cfg: Config) -> Result<(), String> {
-    let Embedded { tables, queue, service } = open_embedded(&cfg).await?;
-    let released = queue.release_in_flight().await.map_err(|e| e.to_string())?;
-    if released > 0 {
-        tracing::info!(jobs = released, "resuming jobs that a previous run left unfinished");
+    let Backend { service, embedded, .. } = open_backend(&cfg).await?;
+    if let Some((_, queue)) = &embedded {
+        let released = queue.release_in_flight().await.map_err(|e| e.to_string())?;
+        if released > 0 {
+            tracing::info!(jobs = released, "resuming jobs that a previous run left unfinished");
+        }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -141,7 +185,8 @@ async fn serve(cfg: Config) -> Result<(), String> {
     for w in workers {
         tasks.push(tokio::spawn(service.clone().run_worker(w, cfg.worker.clone(), stop_rx.clone())));
     }
-    tasks.push(tokio::spawn(sweepers(service.clone(), tables, cfg.sweep_interval, stop_rx.clone())));
+    let ttl_tables = embedded.map(|(tables, _)| tables);
+    tasks.push(tokio::spawn(sweepers(service.clone(), ttl_tables, cfg.sweep_interval, stop_rx.clone())));
 
     let app = Arc::new(App {
         service,
@@ -187,13 +232,16 @@ fn into_axum(resp: http::Response<bytes::Bytes>) -> Response {
     (parts, Body::from(body)).into_response()
 }
 
-/// Expired inbox entries are deleted, and fan-outs whose job was lost are re-enqueued.
-async fn sweepers(service: Arc<Service>, tables: RedbTables, every: Duration, mut stop: watch::Receiver<bool>) {
+/// Expired inbox entries are deleted (embedded; DynamoDB's TTL does it on AWS), and fan-outs
+/// whose job was lost are re-enqueued.
+async fn sweepers(service: Arc<Service>, tables: Option<RedbTables>, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
-        match tables.sweep_expired(im_shared::time::now_ms() / 1000).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "expired inbox entries removed"),
-            Err(e) => tracing::warn!(error = %e, "TTL sweep failed; will retry"),
+        if let Some(tables) = &tables {
+            match tables.sweep_expired(im_shared::time::now_ms() / 1000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "expired inbox entries removed"),
+                Err(e) => tracing::warn!(error = %e, "TTL sweep failed; will retry"),
+            }
         }
         match service.sweep_outbox().await {
             Ok(0) => {}

@@ -7,6 +7,8 @@
 //! created once per run under a fresh prefix and shared by the cases (their keys are unique);
 //! each queue case gets queues of its own.
 
+mod common;
+
 // The search suite runs elsewhere (embedded, and live OpenSearch).
 #[allow(dead_code)]
 mod conformance;
@@ -17,43 +19,12 @@ use im_shared::queue::Queue;
 use im_shared::queue::sqs::SqsQueue;
 use im_shared::tables::Tables;
 use im_shared::tables::dynamo::DynamoTables;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-
-/// The moto server's URL: given, or started once for this test process.
-fn moto_url() -> String {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Some(url) = std::env::var("IM_MOTO_URL").ok().filter(|u| !u.is_empty()) {
-            return url;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        // The shell watches this process and stops moto when it is gone.
-        let script = format!(
-            "python3 {dir}/tests/moto_server.py {port} >/dev/null 2>&1 & m=$!; \
-             while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
-            pid = std::process::id(),
-            dir = env!("CARGO_MANIFEST_DIR")
-        );
-        // Not waited for: the shell ends by itself once this process is gone.
-        #[allow(clippy::zombie_processes)]
-        std::process::Command::new("sh").arg("-c").arg(script).spawn().expect("sh");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no moto server: set IM_MOTO_URL, or install it with pip install 'moto[server]'"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        format!("http://127.0.0.1:{port}")
-    })
-    .clone()
-}
 
 async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto_url())
+        .endpoint_url(common::moto_url())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "moto"))
         .load()

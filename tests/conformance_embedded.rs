@@ -71,6 +71,14 @@ mod embedded_only {
         assert!(got.iter().any(|d| d.receive_count == 2), "the released job keeps its receive count");
     }
 
+    /// The embedded queue never hands a message to two receivers while it is in flight.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_receivers_never_share_a_message_in_flight() {
+        let all = conformance::queue::receive_concurrently(&embedded_queue().await, 60).await;
+        assert_eq!(all.len(), 60, "each message received exactly once: {all:?}");
+        assert_eq!(all.iter().collect::<std::collections::HashSet<_>>().len(), 60);
+    }
+
     #[tokio::test]
     async fn the_sweeper_deletes_expired_items_only() {
         let t = RedbTables::open(&temp_dir().join("t.redb")).unwrap();

@@ -245,3 +245,34 @@ pub fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &s
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
 }
+
+/// The moto server's URL: given, or started once for this test process.
+pub fn moto_url() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        if let Some(url) = std::env::var("IM_MOTO_URL").ok().filter(|u| !u.is_empty()) {
+            return url;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // The shell watches this process and stops moto when it is gone.
+        let script = format!(
+            "python3 {dir}/tests/moto_server.py {port} >/dev/null 2>&1 & m=$!; \
+             while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
+            pid = std::process::id(),
+            dir = env!("CARGO_MANIFEST_DIR")
+        );
+        // Not waited for: the shell ends by itself once this process is gone.
+        #[allow(clippy::zombie_processes)]
+        std::process::Command::new("sh").arg("-c").arg(script).spawn().expect("sh");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no moto server: set IM_MOTO_URL, or install it with pip install 'moto[server]'"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        format!("http://127.0.0.1:{port}")
+    })
+    .clone()
+}

@@ -99,9 +99,20 @@ pub async fn a_message_failing_max_receives_times_is_dead_lettered_and_redriven(
     q.ack(WORK, &back[0].receipt).await.unwrap();
 }
 
-pub async fn concurrent_receivers_never_share_a_message_in_flight(q: Adapter) {
-    let bodies: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
-    q.send_batch(WORK, bodies.clone()).await.unwrap();
+/// Concurrent receivers together get every message. SQS standard queues are at-least-once and
+/// may hand a message to two receivers (moto does so under load), so the contract is "none
+/// lost"; the embedded queue's stronger promise (never twice while in flight) is checked in
+/// its own tests with [`receive_concurrently`].
+pub async fn concurrent_receivers_get_every_message(q: Adapter) {
+    let all = receive_concurrently(&q, 60).await;
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(distinct.len(), 60, "no message lost: {all:?}");
+}
+
+/// Sends `n` messages and drains them with 4 concurrent receivers; every body received.
+pub async fn receive_concurrently(q: &Adapter, n: usize) -> Vec<String> {
+    let bodies: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    q.send_batch(WORK, bodies).await.unwrap();
     let workers: Vec<_> = (0..4)
         .map(|_| {
             let q = q.clone();
@@ -124,8 +135,7 @@ pub async fn concurrent_receivers_never_share_a_message_in_flight(q: Adapter) {
     for w in workers {
         all.extend(w.await.unwrap());
     }
-    assert_eq!(all.len(), 60, "each message received exactly once: {all:?}");
-    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 60);
+    all
 }
 
 pub async fn receive_waits_for_a_message_sent_meanwhile(q: Adapter) {
@@ -151,7 +161,7 @@ macro_rules! queue_conformance {
                 an_unacknowledged_message_returns_after_its_visibility_timeout,
                 retry_after_delays_a_message,
                 a_message_failing_max_receives_times_is_dead_lettered_and_redriven,
-                concurrent_receivers_never_share_a_message_in_flight,
+                concurrent_receivers_get_every_message,
                 receive_waits_for_a_message_sent_meanwhile,
             ]
         );
