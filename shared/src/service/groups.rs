@@ -73,7 +73,7 @@ fn check_group_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn group_view(m: MetaRow) -> Group {
+fn group_view(m: MetaRow) -> Group {
     Group {
         group_id: m.timeline_id,
         name: m.name.unwrap_or_default(),
@@ -514,16 +514,19 @@ impl Service {
             .tables
             .query(Query::new(&GROUP_RELATIONS, caller).index(GROUP_RELATIONS_BY_USER).limit(limit).cursor(cursor))
             .await?;
-        let keys: Vec<Key> =
-            page.items.iter().filter_map(|i| i.get("group_id").and_then(|g| g.as_str()).map(Key::pk)).collect();
-        let items = self
-            .tables
+        let ids: Vec<&str> = page.items.iter().filter_map(|i| i.get("group_id").and_then(|g| g.as_str())).collect();
+        Ok(List { items: self.groups_by_id(&ids).await?, next_cursor: page.cursor })
+    }
+
+    /// The groups with these ids, in the same order (ids of missing groups are skipped).
+    pub(crate) async fn groups_by_id(&self, ids: &[&str]) -> Result<Vec<Group>> {
+        let keys: Vec<Key> = ids.iter().map(|id| Key::pk(*id)).collect();
+        self.tables
             .get_many(&META, &keys)
             .await?
             .into_iter()
             .flatten()
             .map(|i| from_item::<MetaRow>(i).map(group_view))
-            .collect::<Result<_>>()?;
-        Ok(List { items, next_cursor: page.cursor })
+            .collect()
     }
 }

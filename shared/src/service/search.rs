@@ -209,16 +209,8 @@ impl Service {
         let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
         let after = cursor.as_deref().map(decode_cursor).transpose()?;
         let hits = self.search.search_groups(SearchQuery { phrase, conversations: vec![], limit, after }).await?;
-        let keys: Vec<Key> = hits.hits.iter().map(|h| Key::pk(h.id.as_str())).collect();
-        let items = self
-            .tables
-            .get_many(&META, &keys)
-            .await?
-            .into_iter()
-            .flatten()
-            .map(|i| from_item::<MetaRow>(i).map(super::groups::group_view))
-            .collect::<Result<_>>()?;
-        Ok(List { items, next_cursor: hits.next.map(encode_cursor) })
+        let ids: Vec<&str> = hits.hits.iter().map(|h| h.id.as_str()).collect();
+        Ok(List { items: self.groups_by_id(&ids).await?, next_cursor: hits.next.map(encode_cursor) })
     }
 
     /// Rebuilds the search indexes from the store and meta tables (a new mapping, or after a
