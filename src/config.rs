@@ -2,10 +2,10 @@
 //! variables, read once at start-up. A malformed value stops the server with its name.
 
 use im_functions::HttpConfig;
+use im_functions::env::{self, parse, var};
 use im_shared::service::Config as ServiceConfig;
 use im_shared::service::worker::WorkerConfig;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// Signs dev tokens when no `IM_JWT_SECRET` is set; only ever used in dev mode.
@@ -38,17 +38,6 @@ pub struct Config {
     pub opensearch: Option<im_shared::search::opensearch::OpenSearchConfig>,
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn parse<T: FromStr>(name: &str, default: T) -> Result<T, String> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| format!("{name}={v:?} is not a valid value")),
-    }
-}
-
 impl Config {
     pub fn from_env() -> Result<Self, String> {
         let dev_mode = parse("IM_DEV_MODE", true)?;
@@ -57,15 +46,7 @@ impl Config {
             None if dev_mode => DEV_SECRET.to_string(),
             None => return Err("IM_JWT_SECRET must be set when IM_DEV_MODE=false".into()),
         };
-        let mut service = ServiceConfig::default();
-        let ttl_days: f64 = parse("IM_SYNC_TTL_DAYS", 7.0)?;
-        service.sync_ttl_secs = parse("IM_SYNC_TTL_SECONDS", (ttl_days * 86_400.0) as i64)?;
-        if service.sync_ttl_secs < 1 {
-            return Err("the inbox TTL must be at least one second".into());
-        }
-        service.max_group_members = parse("IM_MAX_GROUP_MEMBERS", service.max_group_members)?;
-        service.max_text_chars = parse("IM_MAX_TEXT_CHARS", service.max_text_chars)?;
-        service.outbox_grace_ms = parse("IM_OUTBOX_GRACE_SECS", service.outbox_grace_ms / 1000)? * 1000;
+        let service = env::service_config()?;
         let worker = WorkerConfig {
             visibility: Duration::from_secs(parse("IM_FANOUT_VISIBILITY_SECS", 30)?),
             retry_base: Duration::from_millis(parse("IM_FANOUT_RETRY_BASE_MS", 1000)?),
@@ -94,22 +75,11 @@ impl Config {
             max_receives: parse("IM_QUEUE_MAX_RECEIVES", 5)?,
             sweep_interval: Duration::from_millis(parse("IM_SWEEP_INTERVAL_MS", 10_000)?),
             log_json: parse::<String>("IM_LOG_FORMAT", "text".into())? == "json",
-            opensearch: var("IM_OPENSEARCH_URL").map(|url| im_shared::search::opensearch::OpenSearchConfig {
-                url,
-                index_prefix: var("IM_OPENSEARCH_INDEX_PREFIX").unwrap_or_else(|| "im-".into()),
-                sigv4_region: var("IM_OPENSEARCH_SIGV4_REGION"),
-            }),
+            opensearch: env::opensearch(),
         })
     }
 }
 
 pub fn init_logging(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("IM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if cfg.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    env::init_logging(cfg.log_json);
 }

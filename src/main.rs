@@ -190,7 +190,7 @@ async fn serve(cfg: Config) -> Result<(), String> {
 
     let app = Arc::new(App {
         service,
-        auth: im_functions::auth::Hs256::new(cfg.jwt_secret.as_bytes()),
+        auth: dispatch::Auth::Hs256(Box::new(im_functions::auth::Hs256::new(cfg.jwt_secret.as_bytes()))),
         cfg: cfg.http.clone(),
     });
     let router = Router::new().fallback(route).with_state(app);

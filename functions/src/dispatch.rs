@@ -35,8 +35,39 @@ impl Default for HttpConfig {
 
 pub struct App {
     pub service: Arc<Service>,
-    pub auth: Hs256,
+    pub auth: Auth,
     pub cfg: HttpConfig,
+}
+
+/// How a caller's identity is established.
+pub enum Auth {
+    /// The local server verifies the `Authorization: Bearer` HS256 JWT itself; the credential
+    /// handed to [`handle`] is that header's value.
+    Hs256(Box<Hs256>),
+    /// On AWS the HTTP API's JWT authorizer has verified the token before the function runs;
+    /// the credential is the `sub` claim from the request context, which the client cannot set.
+    Authorizer,
+}
+
+impl Auth {
+    fn caller(&self, credential: Option<&str>) -> Result<String, Error> {
+        match self {
+            Auth::Hs256(keys) => keys.caller(credential),
+            Auth::Authorizer => {
+                let sub = credential.ok_or_else(|| Error::Unauthenticated("no verified token subject".into()))?;
+                validate_user_id(sub)
+                    .map_err(|_| Error::Unauthenticated("token subject is not a valid user_id".into()))?;
+                Ok(sub.to_string())
+            }
+        }
+    }
+
+    fn issue(&self, user_id: &str, ttl_secs: i64) -> Result<String, Error> {
+        match self {
+            Auth::Hs256(keys) => keys.issue(user_id, ttl_secs),
+            Auth::Authorizer => Err(Error::not_found("no such route")),
+        }
+    }
 }
 
 /// A handled request's outcome, before it becomes an HTTP response.
@@ -139,34 +170,65 @@ struct ReadBody {
     seq: Option<i64>,
 }
 
-/// Handles one request. `authorization` is the `Authorization` header's value.
+/// Handles one request to the local server, which serves the whole route table.
+/// `credential` is what [`Auth`] checks: the `Authorization` header's value locally.
 pub async fn handle(
     app: &App,
     method: &Method,
     path: &str,
     query: Option<&str>,
-    authorization: Option<&str>,
+    credential: Option<&str>,
+    body: &[u8],
+) -> http::Response<Bytes> {
+    match routes::find(method, path) {
+        Matched::Route(r, p) if !r.local_only || app.cfg.dev_mode => serve(app, r, p, query, credential, body).await,
+        Matched::MethodNotAllowed => error_response_with(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this path does not accept that method",
+        ),
+        _ => error_response(&Error::not_found("no such route")),
+    }
+}
+
+/// Handles one request to a function that serves only `route` (a Lambda function: API Gateway
+/// has already routed the request, and anything else reaching it is a deployment mistake).
+pub async fn handle_route(
+    app: &App,
+    route: &'static Route,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    credential: Option<&str>,
+    body: &[u8],
+) -> http::Response<Bytes> {
+    match route.params(path) {
+        Some(p) if route.method == *method && !route.local_only => serve(app, route, p, query, credential, body).await,
+        _ => {
+            tracing::warn!(op = route.lambda, %method, path, "a request for another route reached this function");
+            error_response(&Error::not_found("no such route"))
+        }
+    }
+}
+
+/// Authenticates, parses, runs the operation and maps its outcome to a response, with one log
+/// line per request.
+async fn serve(
+    app: &App,
+    route: &'static Route,
+    path_params: Vec<(&'static str, String)>,
+    query: Option<&str>,
+    credential: Option<&str>,
     body: &[u8],
 ) -> http::Response<Bytes> {
     let started = Instant::now();
-    let (route, path_params) = match routes::find(method, path) {
-        Matched::Route(r, p) if !r.local_only || app.cfg.dev_mode => (r, p),
-        Matched::MethodNotAllowed => {
-            return error_response_with(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this path does not accept that method",
-            );
-        }
-        _ => return error_response(&Error::not_found("no such route")),
-    };
     let mut caller = None;
     let outcome = async {
         if body.len() > app.cfg.max_body_bytes {
             return Err(Error::TooLarge(format!("request body is larger than {} bytes", app.cfg.max_body_bytes)));
         }
         if route.auth {
-            caller = Some(app.auth.caller(authorization)?);
+            caller = Some(app.auth.caller(credential)?);
         }
         let query = serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or(""))
             .map_err(|_| Error::invalid("malformed query string"))?

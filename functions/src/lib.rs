@@ -2,11 +2,13 @@
 //! identity, JSON in and out, and the mapping of service errors to statuses.
 //!
 //! [`dispatch::handle`] takes a request (method, path, query, headers, body bytes) and returns a
-//! response; the local server mounts it for every route, and each Lambda binary (a later issue)
-//! serves its one route through it.
+//! response; the local server mounts it for every route, and each Lambda function serves its
+//! one route through it ([`lambda`]).
 
 pub mod auth;
 pub mod dispatch;
+pub mod env;
+pub mod lambda;
 pub mod routes;
 
 pub use dispatch::{App, HttpConfig, handle};

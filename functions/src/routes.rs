@@ -148,8 +148,20 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+impl Route {
+    /// The path parameters of `path` if it matches this route's pattern.
+    pub fn params(&self, path: &str) -> Option<Vec<(&'static str, String)>> {
+        match_path(self.path, trim_slash(path))
+    }
+}
+
+/// `/v1/me/` is `/v1/me`.
+fn trim_slash(path: &str) -> &str {
+    if path.len() > 1 { path.trim_end_matches('/') } else { path }
+}
+
 pub fn find(method: &Method, path: &str) -> Matched<'static> {
-    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    let path = trim_slash(path);
     let mut path_exists = false;
     for r in ROUTES {
         if let Some(params) = match_path(r.path, path) {
@@ -164,6 +176,11 @@ pub fn find(method: &Method, path: &str) -> Matched<'static> {
 
 pub fn by_op(op: Op) -> &'static Route {
     ROUTES.iter().find(|r| r.op == op).expect("every op has a route")
+}
+
+/// The route a function of this name serves.
+pub fn by_lambda(name: &str) -> Option<&'static Route> {
+    ROUTES.iter().find(|r| r.lambda == name)
 }
 
 #[cfg(test)]

@@ -37,6 +37,27 @@ impl IndexJob {
     pub fn group(group_id: &str) -> Self {
         IndexJob::Group { v: 1, group_id: group_id.into() }
     }
+
+    /// The job that a change to a row of `table` calls for, given the row's images before and
+    /// after (on AWS the store and meta tables' streams feed the indexer this way, instead of
+    /// index jobs): a new or changed message, or a group whose indexed fields changed. A meta
+    /// row also changes with every message sent (its `last_seq`), and a single chat's meta row
+    /// is never indexed, so those give `None`, as do deletions.
+    pub fn for_change(table: &str, old: Option<&Item>, new: Option<&Item>) -> Option<IndexJob> {
+        let new = new?;
+        let text = |i: &Item, f: &str| i.get(f).and_then(|v| v.as_str()).map(String::from);
+        if table == STORE.name {
+            return Some(IndexJob::message(&text(new, "timeline_id")?, new.get("seq")?.as_i64()?));
+        }
+        if table != META.name || text(new, "type").as_deref() != Some("group") {
+            return None;
+        }
+        let indexed = |i: &Item| (text(i, "name"), i.get("created_at").and_then(|v| v.as_i64()));
+        match old {
+            Some(old) if indexed(old) == indexed(new) => None,
+            _ => Some(IndexJob::group(&text(new, "timeline_id")?)),
+        }
+    }
 }
 
 /// Longest search phrase, in characters.
@@ -76,7 +97,7 @@ impl Service {
 
     /// Handles a batch of index job bodies with one index call; the outcome of each, in order.
     pub async fn handle_index_batch(&self, bodies: &[&str]) -> Vec<Result<()>> {
-        let jobs: Vec<Result<IndexJob>> = bodies
+        let jobs = bodies
             .iter()
             .map(|b| match serde_json::from_str::<IndexJob>(b) {
                 Ok(j @ (IndexJob::Message { v: 1, .. } | IndexJob::Group { v: 1, .. })) => Ok(j),
@@ -84,6 +105,12 @@ impl Service {
                 Err(e) => Err(Error::Internal(format!("malformed index job: {e}"))),
             })
             .collect();
+        self.index_jobs(jobs).await
+    }
+
+    /// Indexes the documents of a batch of jobs with one index call; the outcome of each, in
+    /// order (a job that is already an error stays one).
+    pub async fn index_jobs(&self, jobs: Vec<Result<IndexJob>>) -> Vec<Result<()>> {
         let docs = match self.load_docs(&jobs).await {
             Ok(d) => d,
             Err(e) => return jobs.iter().map(|_| Err(e.clone())).collect(),
