@@ -27,16 +27,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-const USAGE: &str = "usage: im-server [serve | provision | redrive | queue-stats | reindex]
+const USAGE: &str = "usage: im-server [serve | provision | redrive | queue-stats | reindex | template]
   serve        run the server (the default)
   provision    create the tables, queues and search indexes (IM_BACKEND=aws, OpenSearch)
   redrive      move dead-lettered jobs back to their queues (server stopped)
   queue-stats  print the job queues' and their dead-letter queues' depth (server stopped)
   reindex      rebuild the search indexes from the tables (server stopped)
+  template     print the SAM template (template.yaml) for deploying to AWS
 configuration: environment variables, see README.md";
 
 fn main() {
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
+    if command == "template" {
+        print!("{}", im_functions::template::render());
+        return;
+    }
     if !matches!(command.as_str(), "serve" | "provision" | "redrive" | "queue-stats" | "reindex") {
         let help = matches!(command.as_str(), "-h" | "--help" | "help");
         if help {

@@ -5,11 +5,13 @@
 //! response; the local server mounts it for every route, and each Lambda function serves its
 //! one route through it ([`lambda`]).
 
+pub mod access;
 pub mod auth;
 pub mod dispatch;
 pub mod env;
 pub mod lambda;
 pub mod routes;
+pub mod template;
 
 pub use dispatch::{App, HttpConfig, handle};
 pub use routes::{Op, ROUTES, Route};

@@ -1,0 +1,116 @@
+//! `template.yaml` against the code: it is what the generator makes now, and, read back as YAML
+//! on its own terms, its tables match the schema and its API routes match the route table.
+
+use super::*;
+use std::collections::BTreeSet;
+
+fn checked_in() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_checked_in_template_is_what_the_code_generates() {
+    assert!(
+        checked_in() == render(),
+        "template.yaml is stale: run `cargo run -- template > template.yaml` and commit it"
+    );
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(v, |v, k| v.get(*k).unwrap_or_else(|| panic!("missing {k} in {path:?}")))
+}
+
+fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+    get(v, path).as_str().unwrap_or_else(|| panic!("{path:?} is not a string"))
+}
+
+fn keys(schema: &Value) -> Vec<(String, String)> {
+    schema
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| (text(k, &["AttributeName"]).to_string(), text(k, &["KeyType"]).to_string()))
+        .collect()
+}
+
+fn expected_keys(pk: KeyAttr, sk: Option<KeyAttr>) -> Vec<(String, String)> {
+    std::iter::once((pk.name.to_string(), "HASH".to_string()))
+        .chain(sk.map(|a| (a.name.to_string(), "RANGE".to_string())))
+        .collect()
+}
+
+#[test]
+fn tables_keys_indexes_and_routes_match_the_code() {
+    let doc: Value = serde_norway::from_str(&checked_in()).expect("template.yaml is YAML");
+    let resources = get(&doc, &["Resources"]).as_mapping().unwrap();
+    let of_type = |ty: &'static str| resources.iter().filter(move |(_, r)| text(r, &["Type"]) == ty).map(|(_, r)| r);
+
+    // Tables: one per schema table, named <stack>-<name>, with its keys, types, indexes, TTL
+    // and stream.
+    let tables: Vec<&Value> = of_type("AWS::DynamoDB::Table").collect();
+    assert_eq!(tables.len(), ALL_TABLES.len(), "a table too many or too few");
+    for t in ALL_TABLES {
+        let name = format!("${{AWS::StackName}}-{}", t.name);
+        let r = tables
+            .iter()
+            .find(|r| text(r, &["Properties", "TableName", "Fn::Sub"]) == name)
+            .unwrap_or_else(|| panic!("no table {}", t.name));
+        let p = get(r, &["Properties"]);
+        assert_eq!(keys(get(p, &["KeySchema"])), expected_keys(t.pk, t.sk), "{} keys", t.name);
+        let types: BTreeSet<(String, String)> = get(p, &["AttributeDefinitions"])
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| (text(a, &["AttributeName"]).into(), text(a, &["AttributeType"]).into()))
+            .collect();
+        let key_attrs = [Some(t.pk), t.sk].into_iter().chain(t.indexes.iter().flat_map(|i| [Some(i.pk), i.sk]));
+        let expected: BTreeSet<(String, String)> = key_attrs
+            .flatten()
+            .map(|a| (a.name.to_string(), if a.ty == KeyType::S { "S" } else { "N" }.to_string()))
+            .collect();
+        assert_eq!(types, expected, "{} attribute definitions", t.name);
+        let gsis = p.get("GlobalSecondaryIndexes").and_then(Value::as_sequence).cloned().unwrap_or_default();
+        assert_eq!(gsis.len(), t.indexes.len(), "{} indexes", t.name);
+        for i in t.indexes {
+            let g = gsis.iter().find(|g| text(g, &["IndexName"]) == i.name).expect("the index is declared");
+            assert_eq!(keys(get(g, &["KeySchema"])), expected_keys(i.pk, i.sk), "{}.{}", t.name, i.name);
+        }
+        let ttl = p.get("TimeToLiveSpecification").map(|s| text(s, &["AttributeName"]).to_string());
+        assert_eq!(ttl.as_deref(), t.ttl, "{} TTL", t.name);
+        let stream = p.get("StreamSpecification").map(|s| text(s, &["StreamViewType"]).to_string());
+        assert_eq!(stream.as_deref(), t.stream.then_some("NEW_AND_OLD_IMAGES"), "{} stream", t.name);
+    }
+
+    // Routes: every route the functions serve is one HttpApi event of the function built from
+    // its binary, open exactly when the route needs no token; nothing else is routed.
+    let mut routed = BTreeSet::new();
+    for f in of_type("AWS::Serverless::Function") {
+        let binary = text(f, &["Metadata", "BuildProperties", "Binary"]);
+        assert_eq!(text(f, &["Metadata", "BuildMethod"]), "rust-cargolambda");
+        for (_, event) in get(f, &["Properties", "Events"]).as_mapping().unwrap() {
+            if text(event, &["Type"]) != "HttpApi" {
+                continue;
+            }
+            let p = get(event, &["Properties"]);
+            let open = p.get("Auth").is_some_and(|a| text(a, &["Authorizer"]) == "NONE");
+            routed.insert((text(p, &["Method"]).to_string(), text(p, &["Path"]).to_string(), binary.to_string(), open));
+        }
+    }
+    let expected: BTreeSet<_> = ROUTES
+        .iter()
+        .filter(|r| !r.local_only)
+        .map(|r| (r.method.to_string(), r.path.to_string(), r.lambda.to_string(), !r.auth))
+        .collect();
+    assert_eq!(routed, expected);
+}
+
+#[test]
+fn queues_outlast_the_functions_that_consume_them() {
+    // A job must stay hidden while a worker may still run on it.
+    let doc = document();
+    let fanout = get(&doc, &["Resources", &queue_id(FANOUT), "Properties"]);
+    assert_eq!(get(fanout, &["VisibilityTimeout"]).as_u64(), Some(FANOUT_VISIBILITY_SECS));
+    let worker = get(&doc, &["Resources", &function_id("fanout-worker"), "Properties"]);
+    assert!(get(worker, &["Timeout"]).as_u64().unwrap() * 6 <= FANOUT_VISIBILITY_SECS);
+}
