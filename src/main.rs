@@ -79,21 +79,31 @@ fn open_queue(cfg: &Config) -> Result<EmbeddedQueue, String> {
         .map_err(|e| format!("cannot open {} (stop the server first: it holds the file): {e}", path.display()))
 }
 
-/// The operator's redrive: after fixing what made jobs fail, put them back.
+/// The operator's redrive: after fixing what made jobs fail, put them back. On AWS only the
+/// fan-out jobs: the index dead-letter queue of a deployed stack holds notices of stream batches
+/// that failed, not jobs (`reindex` repairs the search indexes instead).
 async fn redrive(cfg: Config) -> Result<(), String> {
     let q = open_backend(&cfg).await?.queue;
-    for (queue, dlq) in [(FANOUT, FANOUT_DLQ), (INDEX, INDEX_DLQ)] {
+    let pairs: &[(&str, &str)] = match cfg.backend {
+        config::Backend::Embedded => &[(FANOUT, FANOUT_DLQ), (INDEX, INDEX_DLQ)],
+        config::Backend::Aws { .. } => &[(FANOUT, FANOUT_DLQ)],
+    };
+    for (queue, dlq) in pairs {
         let moved = q.redrive(queue).await.map_err(|e| e.to_string())?;
         println!("moved {moved} job(s) from {dlq} back to {queue}");
     }
     Ok(())
 }
 
+/// Every queue's depth; one that cannot be read (a deployed stack has no `index` queue: its
+/// streams feed the indexer) is reported and skipped.
 async fn queue_stats(cfg: Config) -> Result<(), String> {
     let q = open_backend(&cfg).await?.queue;
     for name in [FANOUT, FANOUT_DLQ, INDEX, INDEX_DLQ] {
-        let d = q.depth(name).await.map_err(|e| e.to_string())?;
-        println!("{name}: {} waiting, {} in flight", d.waiting, d.in_flight);
+        match q.depth(name).await {
+            Ok(d) => println!("{name}: {} waiting, {} in flight", d.waiting, d.in_flight),
+            Err(e) => println!("{name}: not available ({e})"),
+        }
     }
     Ok(())
 }

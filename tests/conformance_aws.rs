@@ -133,3 +133,70 @@ async fn batch_writes_are_split_into_calls_of_at_most_25_items() {
     let page = t.query(im_shared::tables::Query::new(&STORE, conv.as_str()).limit(100)).await.unwrap();
     assert_eq!(page.items.len(), 26);
 }
+
+/// Records each TransactWriteItems attempt's ClientRequestToken, and turns the first attempt's
+/// answer into a 500, as if it had been lost, so that the SDK retries.
+#[derive(Debug, Default)]
+struct LoseFirstAnswer {
+    tokens: std::sync::Mutex<Vec<String>>,
+}
+
+#[derive(Debug)]
+struct LoseFirst(Arc<LoseFirstAnswer>);
+
+impl Intercept for LoseFirst {
+    fn name(&self) -> &'static str {
+        "LoseFirst"
+    }
+    fn read_before_transmit(
+        &self,
+        ctx: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let body: serde_json::Value = serde_json::from_slice(ctx.request().body().bytes().unwrap_or(b"{}"))?;
+        if let Some(token) = body.get("ClientRequestToken") {
+            self.0.tokens.lock().unwrap().push(token.as_str().unwrap_or("").to_string());
+        }
+        Ok(())
+    }
+    fn modify_before_deserialization(
+        &self,
+        ctx: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if self.0.tokens.lock().unwrap().len() == 1 {
+            *ctx.response_mut().status_mut() = aws_smithy_runtime_api::http::StatusCode::try_from(500u16)?;
+        }
+        Ok(())
+    }
+}
+
+/// A transaction retried by the SDK after a lost answer carries the same ClientRequestToken, so
+/// DynamoDB applies it once. The SDK fills the token itself (DynamoDB's model marks it as an
+/// idempotency token); this pins that the adapter's client keeps doing so. (moto ignores the
+/// token, so the transaction here is one that may run twice; what is checked is what is sent.)
+#[tokio::test]
+async fn a_retried_transaction_carries_the_same_client_request_token() {
+    use im_shared::schema::STORE;
+    use im_shared::tables::{Cond, Key, TxOp};
+    let prefix = table_prefix().await;
+    let seen = Arc::new(LoseFirstAnswer::default());
+    let conf =
+        aws_sdk_dynamodb::config::Builder::from(&sdk_config().await).interceptor(LoseFirst(seen.clone())).build();
+    let t = DynamoTables::new(aws_sdk_dynamodb::Client::from_conf(conf), prefix);
+    let conv = conformance::unique("g_token");
+    let item = serde_json::json!({"timeline_id": conv, "seq": 1}).as_object().unwrap().clone();
+    t.transact(vec![TxOp::put(&STORE, item, Cond::Always)]).await.unwrap();
+    let tokens = seen.tokens.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 2, "the lost answer was retried once: {tokens:?}");
+    assert!(!tokens[0].is_empty() && tokens[0] == tokens[1], "{tokens:?}");
+    assert!(t.get(&STORE, &Key::pk_sk(conv.as_str(), 1)).await.unwrap().is_some());
+    // Another transaction gets another token.
+    let item = serde_json::json!({"timeline_id": conv, "seq": 2}).as_object().unwrap().clone();
+    t.transact(vec![TxOp::put(&STORE, item, Cond::Always)]).await.unwrap();
+    let tokens = seen.tokens.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 3);
+    assert_ne!(tokens[2], tokens[0]);
+}

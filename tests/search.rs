@@ -186,11 +186,7 @@ async fn reindex_rebuilds_the_search_data_from_the_tables() {
     until_found(&s, &b, "chat words", 2).await;
     s.kill9();
     std::fs::remove_dir_all(s.dir.join("search")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_im-server"))
-        .arg("reindex")
-        .env("IM_DATA_DIR", &s.dir)
-        .output()
-        .unwrap();
+    let out = s.command("reindex");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("indexed 2 message(s) and 1 group(s)"),

@@ -30,9 +30,13 @@ impl Server {
         Self::start_with(&[])
     }
 
+    /// A server on a fresh data directory (and, with `IM_TEST_BACKEND=aws`, on fresh tables and
+    /// queues), with these variables set.
     pub fn start_with(env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut backend = backend_env();
+        backend.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let env = backend;
         let mut s = Server { child: None, base: String::new(), dir, env, http: client() };
         s.spawn();
         s
@@ -69,6 +73,16 @@ impl Server {
         let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server did not report its address");
         self.base = format!("http://{addr}");
         self.child = Some(child);
+    }
+
+    /// Runs an `im-server` command (`reindex`, `redrive`, …) on this server's data and backend.
+    pub fn command(&self, command: &str) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_im-server"))
+            .arg(command)
+            .env("IM_DATA_DIR", &self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run im-server")
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -244,6 +258,56 @@ pub fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &s
     assert_eq!(status, want, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+/// True when the suites run on DynamoDB and SQS: in the `*_on_aws` test crates, or with
+/// `IM_TEST_BACKEND=aws`. (moto is slow: some tests use less data there.)
+pub fn on_aws() -> bool {
+    env!("CARGO_CRATE_NAME").ends_with("_on_aws") || std::env::var("IM_TEST_BACKEND").as_deref() == Ok("aws")
+}
+
+/// Where the black-box suites run: on the embedded backend, or (see [`on_aws`]) on DynamoDB
+/// and SQS (a moto server: `IM_MOTO_URL`, or one started for this process), each server
+/// on tables and queues of its own that `im-server provision` creates.
+pub fn backend_env() -> Vec<(String, String)> {
+    if let Ok(other) = std::env::var("IM_TEST_BACKEND") {
+        assert!(matches!(other.as_str(), "" | "aws" | "embedded"), "IM_TEST_BACKEND={other:?}: use embedded or aws");
+    }
+    match on_aws() {
+        false => Vec::new(),
+        true => {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let prefix = format!("t{:x}{n}-", nanos % (1 << 40));
+            let env = aws_env(&prefix);
+            let out = Command::new(env!("CARGO_BIN_EXE_im-server"))
+                .arg("provision")
+                .env("IM_DATA_DIR", tempfile::tempdir().unwrap().path())
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .output()
+                .expect("im-server provision");
+            assert!(out.status.success(), "provision: {}", String::from_utf8_lossy(&out.stderr));
+            env
+        }
+    }
+}
+
+/// The variables that put a server on the moto server's DynamoDB and SQS, under `prefix`.
+pub fn aws_env(prefix: &str) -> Vec<(String, String)> {
+    [
+        ("IM_BACKEND", "aws".to_string()),
+        ("IM_TABLE_PREFIX", prefix.to_string()),
+        ("IM_QUEUE_PREFIX", prefix.to_string()),
+        ("AWS_ENDPOINT_URL", moto_url()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("IM_SWEEP_INTERVAL_MS", "1000".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// The moto server's URL: given, or started once for this test process.

@@ -663,6 +663,11 @@ impl Tables for DynamoTables {
             return Err(StoreError::Internal(format!("transaction of {} ops exceeds {MAX_TX_OPS}", ops.len())));
         }
         let items = ops.iter().map(|op| self.tx_item(op)).collect::<Result<Vec<_>, _>>()?;
+        // The SDK retries a transaction whose answer was lost (a timeout, a 500). Without a
+        // ClientRequestToken that retry would run the transaction again, and one that had
+        // committed would fail its own conditions and look like a conflict. The SDK fills the
+        // token (an idempotency token in DynamoDB's model) once per call and sends it on every
+        // attempt, so DynamoDB answers a retry with the first outcome; a test pins this.
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(()),
             Err(e) => {
