@@ -27,20 +27,23 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-const USAGE: &str = "usage: im-server [serve | provision | redrive | queue-stats | reindex | template]
+const USAGE: &str = "usage: im-server [serve | provision | redrive | queue-stats | reindex | template | openapi]
   serve        run the server (the default)
   provision    create the tables, queues and search indexes (IM_BACKEND=aws, OpenSearch)
   redrive      move dead-lettered jobs back to their queues (server stopped)
   queue-stats  print the job queues' and their dead-letter queues' depth (server stopped)
   reindex      rebuild the search indexes from the tables (server stopped)
   template     print the SAM template (template.yaml) for deploying to AWS
+  openapi      print the OpenAPI document (openapi.json; also served at /v1/openapi.json)
 configuration: environment variables, see README.md";
 
 fn main() {
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
-    if command == "template" {
-        print!("{}", im_functions::template::render());
-        return;
+    // Generated documents, printed without any configuration.
+    match command.as_str() {
+        "template" => return print!("{}", im_functions::template::render()),
+        "openapi" => return print!("{}", im_functions::openapi::render()),
+        _ => {}
     }
     if !matches!(command.as_str(), "serve" | "provision" | "redrive" | "queue-stats" | "reindex") {
         let help = matches!(command.as_str(), "-h" | "--help" | "help");

@@ -17,6 +17,22 @@ fn token_signed_with(secret: &[u8], sub: &str, exp_offset: i64) -> String {
     .unwrap()
 }
 
+/// The OpenAPI document is served, and it is the checked-in one (generated from the code).
+#[tokio::test]
+async fn the_api_document_is_served() {
+    let s = Server::start();
+    let (st, v) = s.call(Method::GET, "/v1/openapi.json", None, None).await;
+    assert_eq!(st, S::OK);
+    let checked_in: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap())
+            .unwrap();
+    assert_eq!(v, checked_in);
+    // Every route of the table is in it.
+    for r in im_functions::ROUTES {
+        assert!(v["paths"][r.path][r.method.as_str().to_ascii_lowercase()].is_object(), "{} {}", r.method, r.path);
+    }
+}
+
 #[tokio::test]
 async fn health_needs_no_token_and_every_other_route_does() {
     let s = Server::start();
@@ -37,7 +53,7 @@ async fn health_needs_no_token_and_every_other_route_does() {
 
 /// Generated from the route table, so that a new route cannot be left open by mistake.
 #[tokio::test]
-async fn every_route_but_health_and_the_dev_token_needs_a_valid_token() {
+async fn every_route_but_health_the_dev_token_and_the_api_document_needs_a_valid_token() {
     let s = Server::start();
     let expired = token_signed_with(b"im-local-dev-secret-do-not-use-in-production", "alice", -3600);
     let forged = token_signed_with(b"someone-elses-key", "alice", 600);
@@ -46,7 +62,7 @@ async fn every_route_but_health_and_the_dev_token_needs_a_valid_token() {
         let method = Method::from_bytes(r.method.as_str().as_bytes()).unwrap();
         if !r.auth {
             assert!(
-                matches!(r.op, im_functions::Op::Health | im_functions::Op::DevToken),
+                matches!(r.op, im_functions::Op::Health | im_functions::Op::DevToken | im_functions::Op::OpenApi),
                 "{} must need a token",
                 r.path
             );
@@ -498,4 +514,20 @@ async fn the_server_keeps_serving_after_bad_requests() {
     }
     assert_eq!(s.call(Method::GET, "/v1/health", None, None).await.0, S::OK);
     assert_eq!(a.get(&s, "/v1/me").await.0, S::OK);
+}
+
+/// What schemathesis found (tests/fuzz.sh), kept fixed: unfriending oneself was a 500, a 405
+/// lacked its Allow header, and group search accepted search pages above 100.
+#[tokio::test]
+async fn fuzzing_findings_stay_fixed() {
+    let s = Server::start();
+    let a = s.user("alice").await;
+    let (st, v) = s.call(Method::DELETE, "/v1/friends/alice", Some(&a.token), None).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    let resp = common::client().request(Method::DELETE, format!("{}/v1/me", s.base)).send().await.unwrap();
+    assert_eq!(resp.status(), S::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers().get("allow").and_then(|v| v.to_str().ok()), Some("PUT, GET"));
+    let (st, v) = a.get(&s, "/v1/groups?q=x&limit=101").await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    assert_eq!(a.get(&s, "/v1/groups?q=x&limit=100").await.0, S::OK);
 }

@@ -37,7 +37,7 @@ const fn tables(reads: &'static [&'static TableDef], writes: &'static [&'static 
 pub fn of(name: &str) -> Option<Access> {
     const NOTICE_R: &[&TableDef] = &[&INBOXES, &DELIVERIES, &GROUP_RELATIONS, &META];
     Some(match name {
-        "health" => tables(&[], &[]),
+        "health" | "openapi" => tables(&[], &[]),
         "put-me" => tables(&[&USERS], &[&USERS]),
         "get-me" | "get-user" => tables(&[&USERS], &[]),
         "send-friend-request" => tables(

@@ -199,6 +199,7 @@ async fn scenario(w: &mut World) {
         w.call(u, "put-me", "/v1/me", "", json!({"name": u}), 200).await;
     }
     w.call("alice", "health", "/v1/health", "", Value::Null, 200).await;
+    w.call("alice", "openapi", "/v1/openapi.json", "", Value::Null, 200).await;
     w.call("alice", "get-me", "/v1/me", "", Value::Null, 200).await;
     w.call("alice", "get-user", "/v1/users/bob", "", Value::Null, 200).await;
 

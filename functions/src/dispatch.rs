@@ -148,26 +148,56 @@ fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_value(value).map_err(|e| Error::invalid(format!("request body: {e}")))
 }
 
-#[derive(serde::Deserialize)]
-struct DevTokenBody {
-    user_id: String,
+// The request bodies the dispatcher parses itself (the service's own inputs live with it).
+// Their JSON Schemas go into the OpenAPI document.
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub struct DevTokenBody {
+    #[schemars(regex(pattern = "^[A-Za-z0-9_.@-]{1,64}$"))]
+    pub user_id: String,
 }
-#[derive(serde::Deserialize)]
-struct FriendRequestBody {
-    to: String,
-    message: Option<String>,
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub struct FriendRequestBody {
+    /// The user asked.
+    #[schemars(regex(pattern = "^[A-Za-z0-9_.@-]{1,64}$"))]
+    pub to: String,
+    #[schemars(length(max = 500))]
+    pub message: Option<String>,
 }
-#[derive(serde::Deserialize)]
-struct MessageBody {
-    message: Option<String>,
+/// An optional note to whoever decides.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub struct MessageBody {
+    #[schemars(length(max = 500))]
+    pub message: Option<String>,
 }
-#[derive(serde::Deserialize)]
-struct RoleBody {
-    role: im_shared::model::Role,
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub struct RoleBody {
+    #[schemars(with = "AssignableRole")]
+    pub role: im_shared::model::Role,
 }
-#[derive(serde::Deserialize)]
-struct ReadBody {
-    seq: Option<i64>,
+/// The roles an owner can give (ownership is not transferable).
+#[derive(schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // only its schema is used
+enum AssignableRole {
+    Admin,
+    Member,
+}
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub struct ReadBody {
+    /// Mark read up to this seq (default: the latest).
+    #[schemars(range(min = 0))]
+    pub seq: Option<i64>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+}
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Token {
+    pub token: String,
 }
 
 /// Handles one request to the local server, which serves the whole route table.
@@ -182,11 +212,18 @@ pub async fn handle(
 ) -> http::Response<Bytes> {
     match routes::find(method, path) {
         Matched::Route(r, p) if !r.local_only || app.cfg.dev_mode => serve(app, r, p, query, credential, body).await,
-        Matched::MethodNotAllowed => error_response_with(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this path does not accept that method",
-        ),
+        Matched::MethodNotAllowed(allowed) => {
+            let mut resp = error_response_with(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not accept that method",
+            );
+            // RFC 9110: a 405 lists the methods the resource supports.
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            resp
+        }
         _ => error_response(&Error::not_found("no such route")),
     }
 }
@@ -267,11 +304,12 @@ async fn run(app: &App, route: &Route, p: &Params, caller: &str, body: &[u8]) ->
     let svc = &app.service;
     let (limit, cursor) = (p.int("limit")?, p.string("cursor"));
     match route.op {
-        Op::Health => reply(S::OK, json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})),
+        Op::Health => reply(S::OK, Health { status: "ok", version: env!("CARGO_PKG_VERSION") }),
+        Op::OpenApi => reply(S::OK, crate::openapi::document()),
         Op::DevToken => {
             let b: DevTokenBody = json_body(body)?;
             validate_user_id(&b.user_id)?;
-            reply(S::OK, json!({"token": app.auth.issue(&b.user_id, app.cfg.dev_token_ttl_secs)?}))
+            reply(S::OK, Token { token: app.auth.issue(&b.user_id, app.cfg.dev_token_ttl_secs)? })
         }
         Op::PutMe => reply(S::OK, svc.put_me(caller, json_body(body)?).await?),
         Op::GetMe => reply(S::OK, svc.get_me(caller).await?),
@@ -284,7 +322,8 @@ async fn run(app: &App, route: &Route, p: &Params, caller: &str, body: &[u8]) ->
             }
         }
         Op::ListFriendRequests => {
-            let direction = match p.string("direction").as_deref() {
+            // An empty value is not a direction (unlike an empty cursor, which is the first page).
+            let direction = match p.query.get("direction").map(String::as_str) {
                 None | Some("incoming") => Direction::Incoming,
                 Some("outgoing") => Direction::Outgoing,
                 Some(_) => return Err(Error::invalid("direction must be incoming or outgoing")),

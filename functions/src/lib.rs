@@ -10,6 +10,7 @@ pub mod auth;
 pub mod dispatch;
 pub mod env;
 pub mod lambda;
+pub mod openapi;
 pub mod routes;
 pub mod template;
 

@@ -7,6 +7,7 @@ use http::Method;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Health,
+    OpenApi,
     DevToken,
     PutMe,
     GetMe,
@@ -63,6 +64,7 @@ const fn open(op: Op, method: Method, path: &'static str, lambda: &'static str, 
 
 pub const ROUTES: &[Route] = &[
     open(Op::Health, Method::GET, "/v1/health", "health", false),
+    open(Op::OpenApi, Method::GET, "/v1/openapi.json", "openapi", false),
     open(Op::DevToken, Method::POST, "/v1/dev/token", "dev-token", true),
     route(Op::PutMe, Method::PUT, "/v1/me", "put-me"),
     route(Op::GetMe, Method::GET, "/v1/me", "get-me"),
@@ -108,8 +110,8 @@ pub const ROUTES: &[Route] = &[
 #[derive(Debug)]
 pub enum Matched<'a> {
     Route(&'a Route, Vec<(&'static str, String)>),
-    /// The path exists, with other methods.
-    MethodNotAllowed,
+    /// The path exists, with these other methods.
+    MethodNotAllowed(Vec<&'static str>),
     NotFound,
 }
 
@@ -162,16 +164,16 @@ fn trim_slash(path: &str) -> &str {
 
 pub fn find(method: &Method, path: &str) -> Matched<'static> {
     let path = trim_slash(path);
-    let mut path_exists = false;
+    let mut allowed = Vec::new();
     for r in ROUTES {
         if let Some(params) = match_path(r.path, path) {
             if r.method == *method {
                 return Matched::Route(r, params);
             }
-            path_exists = true;
+            allowed.push(r.method.as_str());
         }
     }
-    if path_exists { Matched::MethodNotAllowed } else { Matched::NotFound }
+    if allowed.is_empty() { Matched::NotFound } else { Matched::MethodNotAllowed(allowed) }
 }
 
 pub fn by_op(op: Op) -> &'static Route {
@@ -208,7 +210,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(find(&Method::DELETE, "/v1/me"), Matched::MethodNotAllowed));
+        assert!(matches!(find(&Method::DELETE, "/v1/me"), Matched::MethodNotAllowed(m) if m == ["PUT", "GET"]));
         assert!(matches!(find(&Method::GET, "/v1/nope"), Matched::NotFound));
         assert!(matches!(find(&Method::GET, "/v1/users/"), Matched::NotFound));
         assert!(matches!(find(&Method::GET, "/v1/users/a/b"), Matched::NotFound));

@@ -5,6 +5,9 @@ use sha2::{Digest, Sha256};
 
 pub const MAX_ID_LEN: usize = 64;
 
+/// What [`validate_user_id`] accepts, as a regular expression (for the API document).
+pub const USER_ID_PATTERN: &str = "^[A-Za-z0-9_.@-]{1,64}$";
+
 /// A `user_id` is 1–64 chars of `[A-Za-z0-9_.@-]`.
 pub fn validate_user_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_ID_LEN {

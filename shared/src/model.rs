@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct User {
     pub user_id: String,
     pub name: String,
@@ -14,7 +14,7 @@ pub struct User {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct FriendRequest {
     pub from: String,
     pub to: String,
@@ -23,14 +23,14 @@ pub struct FriendRequest {
     pub status: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Friendship {
     pub user_id: String,
     pub conversation_id: String,
     pub since: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Friend {
     pub user_id: String,
     pub name: String,
@@ -38,14 +38,14 @@ pub struct Friend {
     pub since: i64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JoinPolicy {
     Open,
     Approval,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Member,
@@ -53,7 +53,7 @@ pub enum Role {
     Owner,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Group {
     pub group_id: String,
     pub name: String,
@@ -64,14 +64,14 @@ pub struct Group {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Member {
     pub user_id: String,
     pub role: Role,
     pub joined_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct JoinRequest {
     pub group_id: String,
     pub user_id: String,
@@ -87,7 +87,7 @@ pub enum JoinOutcome {
     Pending(JoinRequest),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Message {
     pub conversation_id: String,
     pub seq: i64,
@@ -106,7 +106,7 @@ pub struct Sent {
     pub created: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct SyncEntry {
     pub sync_seq: i64,
     pub kind: String,
@@ -117,7 +117,7 @@ pub struct SyncEntry {
     pub event: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct SyncPage {
     pub items: Vec<SyncEntry>,
     pub next_after: i64,
@@ -126,13 +126,13 @@ pub struct SyncPage {
     pub reset: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct HistoryPage {
     pub items: Vec<Message>,
     pub next_before: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct ConversationSummary {
     pub conversation_id: String,
     #[serde(rename = "type")]
@@ -147,7 +147,8 @@ pub struct ConversationSummary {
 }
 
 /// A page of any list.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
+#[schemars(rename = "List_of_{T}")]
 pub struct List<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

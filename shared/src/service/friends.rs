@@ -215,6 +215,10 @@ impl Service {
     /// `DELETE /v1/friends/{user_id}`: both directions at once.
     pub async fn remove_friend(&self, caller: &str, other: &str) -> Result<()> {
         validate_user_id(other)?;
+        if other == caller {
+            // Found by fuzzing: it used to reach a transaction naming one item twice (a 500).
+            return Err(Error::invalid("you cannot unfriend yourself"));
+        }
         let mut backoff = Backoff::new();
         loop {
             let removed = |u: &str| {

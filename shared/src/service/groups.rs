@@ -50,17 +50,26 @@ impl From<JoinRequestRow> for JoinRequest {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct CreateGroupInput {
+    /// 1-100 characters, not blank.
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
     pub name: String,
+    #[schemars(length(max = 1000))]
     pub description: Option<String>,
     pub join_policy: JoinPolicy,
+    /// Users who join at once (each must have a profile); at most 40, the rest join later.
+    #[schemars(length(max = 40), inner(regex(pattern = "^[A-Za-z0-9_.@-]{1,64}$")))]
     pub members: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+/// At least one field; a field that is absent or null is left as it is.
+#[derive(Debug, Clone, Deserialize, Default, schemars::JsonSchema)]
+#[schemars(extend("minProperties" = 1))]
 pub struct UpdateGroupInput {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
     pub name: Option<String>,
+    #[schemars(length(max = 1000))]
     pub description: Option<String>,
     pub join_policy: Option<JoinPolicy>,
 }

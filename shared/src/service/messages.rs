@@ -44,11 +44,16 @@ pub(crate) struct MetaRow {
     pub version: i64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct SendInput {
+    /// Chosen by the client, 1-64 characters: a retry with the same id returns the first result.
+    #[schemars(length(min = 1, max = 64))]
     pub client_msg_id: String,
     #[serde(rename = "type")]
+    #[schemars(extend("enum" = ["text"]))]
     pub kind: String,
+    /// 1-8,000 characters (`IM_MAX_TEXT_CHARS`); longer is `413`.
+    #[schemars(length(min = 1, max = 8000))]
     pub text: String,
 }
 

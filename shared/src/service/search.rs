@@ -233,7 +233,7 @@ impl Service {
         cursor: Option<String>,
     ) -> Result<List<Group>> {
         let phrase = check_phrase(q)?;
-        let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
+        let limit = page_limit(limit, limits::SEARCH.0, limits::SEARCH.1)?;
         let after = cursor.as_deref().map(decode_cursor).transpose()?;
         let hits = self.search.search_groups(SearchQuery { phrase, conversations: vec![], limit, after }).await?;
         let ids: Vec<&str> = hits.hits.iter().map(|h| h.id.as_str()).collect();

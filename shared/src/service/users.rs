@@ -7,11 +7,17 @@ use crate::schema::USERS;
 use crate::tables::{Cond, Key};
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct ProfileInput {
+    /// 1-100 characters, not blank.
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
     pub name: String,
+    #[schemars(length(max = 32))]
     pub gender: Option<String>,
+    /// An http(s) URL.
+    #[schemars(length(max = 2048), regex(pattern = "^https?://"))]
     pub avatar_url: Option<String>,
+    #[schemars(length(max = 1000))]
     pub bio: Option<String>,
 }
 

@@ -1,0 +1,1 @@
+im_functions::http_function_main!();
