@@ -7,16 +7,6 @@ use common::{Server, User, assert_error};
 use reqwest::{Method, StatusCode as S};
 use serde_json::{Value, json};
 
-fn token_signed_with(secret: &[u8], sub: &str, exp_offset: i64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": sub, "exp": now + exp_offset}),
-        &jsonwebtoken::EncodingKey::from_secret(secret),
-    )
-    .unwrap()
-}
-
 /// The OpenAPI document is served, and it is the checked-in one (generated from the code).
 #[tokio::test]
 async fn the_api_document_is_served() {
@@ -55,8 +45,8 @@ async fn health_needs_no_token_and_every_other_route_does() {
 #[tokio::test]
 async fn every_route_but_health_the_dev_token_and_the_api_document_needs_a_valid_token() {
     let s = Server::start();
-    let expired = token_signed_with(b"im-local-dev-secret-do-not-use-in-production", "alice", -3600);
-    let forged = token_signed_with(b"someone-elses-key", "alice", 600);
+    let expired = common::token_signed_with(b"im-local-dev-secret-do-not-use-in-production", "alice", -3600);
+    let forged = common::token_signed_with(b"someone-elses-key", "alice", 600);
     for r in im_functions::ROUTES {
         let path = r.path.replace("{group_id}", "g_x").replace("{conversation_id}", "g_x").replace(['{', '}'], "");
         let method = Method::from_bytes(r.method.as_str().as_bytes()).unwrap();
@@ -78,12 +68,12 @@ async fn every_route_but_health_the_dev_token_and_the_api_document_needs_a_valid
 #[tokio::test]
 async fn bad_tokens_are_401() {
     let s = Server::start_with(&[("IM_JWT_SECRET", "server-secret")]);
-    let good = token_signed_with(b"server-secret", "alice", 600);
+    let good = common::token_signed_with(b"server-secret", "alice", 600);
     assert_eq!(s.call(Method::PUT, "/v1/me", Some(&good), Some(json!({"name": "A"}))).await.0, S::OK);
     for bad in [
-        token_signed_with(b"another-key", "alice", 600),
-        token_signed_with(b"server-secret", "alice", -3600),
-        token_signed_with(b"server-secret", "not a valid id!", 600),
+        common::token_signed_with(b"another-key", "alice", 600),
+        common::token_signed_with(b"server-secret", "alice", -3600),
+        common::token_signed_with(b"server-secret", "not a valid id!", 600),
         "garbage".to_string(),
         String::new(),
     ] {
