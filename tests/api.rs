@@ -521,3 +521,35 @@ async fn fuzzing_findings_stay_fixed() {
     assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
     assert_eq!(a.get(&s, "/v1/groups?q=x&limit=100").await.0, S::OK);
 }
+
+/// The per-user send rate limit at its edge: a burst of 3 passes, the 4th is a 429 with
+/// Retry-After and writes nothing, others are unaffected, and after the wait the same message
+/// goes through as a first send.
+#[tokio::test]
+async fn sends_are_rate_limited_per_user_with_retry_after() {
+    let s = Server::start_with(&[("IM_SEND_RATE_PER_SEC", "1"), ("IM_SEND_BURST", "3")]);
+    let (a, b, c) = (s.user("alice").await, s.user("bob").await, s.user("carol").await);
+    let ab = s.befriend(&a, &b).await;
+    let cb = s.befriend(&c, &b).await;
+    for i in 0..3 {
+        assert_eq!(a.send(&s, &ab, &format!("m{i}"), "hi").await.0, S::CREATED);
+    }
+    let resp = common::client()
+        .post(format!("{}/v1/conversations/{ab}/messages", s.base))
+        .bearer_auth(&a.token)
+        .json(&json!({"client_msg_id": "m3", "type": "text", "text": "one too many"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), S::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(wait, 1, "at 1 message a second the next token is at most a second away");
+    let body: Value = resp.json().await.unwrap();
+    common::assert_error(S::TOO_MANY_REQUESTS, &body, S::TOO_MANY_REQUESTS, "rate_limited");
+    assert_eq!(c.send(&s, &cb, "c0", "hi").await.0, S::CREATED, "another sender has a budget of their own");
+    let (_, h) = b.get(&s, &format!("/v1/conversations/{ab}/messages")).await;
+    assert_eq!(h["items"].as_array().unwrap().len(), 3, "the refused send wrote nothing");
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    let (st, m) = a.send(&s, &ab, "m3", "one too many").await;
+    assert_eq!((st, m["seq"].as_i64()), (S::CREATED, Some(4)), "{m}");
+}

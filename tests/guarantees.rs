@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 async fn ordered_exactly_once_under_concurrent_senders_while_a_reader_syncs_live() {
     // moto serializes DynamoDB requests, so 16 contending senders make slow progress there.
     let per_sender: usize = if common::on_aws() { 4 } else { 20 };
-    let s = Server::start();
+    // As fast as they can: no send rate limit here (api.rs tests the limit).
+    let s = Server::start_with(&[("IM_SEND_RATE_PER_SEC", "0")]);
     let reader = s.user("reader").await;
     let peer = s.user("peer").await;
     let mut senders = Vec::new();

@@ -93,7 +93,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        Error::RateLimited(..) => StatusCode::TOO_MANY_REQUESTS,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -102,7 +102,11 @@ pub fn status_of(e: &Error) -> StatusCode {
 /// The response for an error: its status and a sanitized body.
 pub fn error_response(e: &Error) -> http::Response<Bytes> {
     let body = json!({"error": {"code": e.code(), "message": e.public_message()}});
-    to_http(status_of(e), Some(body))
+    let mut resp = to_http(status_of(e), Some(body));
+    if let Error::RateLimited(_, secs) = e {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+    }
+    resp
 }
 
 fn to_http(status: StatusCode, body: Option<Value>) -> http::Response<Bytes> {

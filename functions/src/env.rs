@@ -35,6 +35,11 @@ pub fn service_config() -> Result<ServiceConfig, String> {
     service.max_group_members = parse("IM_MAX_GROUP_MEMBERS", service.max_group_members)?;
     service.max_text_chars = parse("IM_MAX_TEXT_CHARS", service.max_text_chars)?;
     service.outbox_grace_ms = parse("IM_OUTBOX_GRACE_SECS", service.outbox_grace_ms / 1000)? * 1000;
+    service.send_rate_per_sec = parse("IM_SEND_RATE_PER_SEC", 20.0)?;
+    service.send_burst = parse("IM_SEND_BURST", 60)?;
+    if service.send_rate_per_sec.is_nan() || service.send_rate_per_sec < 0.0 {
+        return Err("IM_SEND_RATE_PER_SEC must be 0 (no limit) or more".into());
+    }
     Ok(service)
 }
 

@@ -21,8 +21,9 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    /// With the whole seconds to wait before retrying (`Retry-After`).
     #[error("{0}")]
-    RateLimited(String),
+    RateLimited(String, u64),
     #[error("{0}")]
     Unavailable(String),
     /// The message is for the log only; clients see a generic text.
@@ -39,7 +40,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::TooLarge(_) => "too_large",
-            Error::RateLimited(_) => "rate_limited",
+            Error::RateLimited(..) => "rate_limited",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
         }

@@ -118,6 +118,7 @@ impl Service {
 
     /// `POST /v1/conversations/{id}/messages`.
     pub async fn send(&self, caller: &str, conversation_id: &str, input: SendInput) -> Result<Sent> {
+        self.send_limiter.check(caller)?;
         let n = char_len(&input.client_msg_id);
         if n == 0 || n > 64 {
             return Err(Error::invalid("client_msg_id must be 1-64 characters"));

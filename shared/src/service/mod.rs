@@ -20,6 +20,7 @@ pub mod friends;
 pub mod groups;
 mod inbox;
 pub mod messages;
+pub mod ratelimit;
 pub mod search;
 pub mod users;
 pub mod worker;
@@ -56,6 +57,9 @@ pub struct Config {
     /// Index sent messages and changed groups through the index queue (the embedded backend).
     /// Off where something else feeds the indexer (DynamoDB streams on AWS).
     pub index_jobs: bool,
+    /// Messages a user may send a second, on average (0: no limit), and in a burst.
+    pub send_rate_per_sec: f64,
+    pub send_burst: u32,
 }
 
 impl Default for Config {
@@ -70,6 +74,8 @@ impl Default for Config {
             fanout_batch: 20,
             outbox_grace_ms: 30_000,
             index_jobs: true,
+            send_rate_per_sec: 0.0,
+            send_burst: 1,
         }
     }
 }
@@ -79,11 +85,13 @@ pub struct Service {
     queue: Arc<dyn Queue>,
     search: Arc<dyn Search>,
     cfg: Config,
+    send_limiter: ratelimit::SendLimiter,
 }
 
 impl Service {
     pub fn new(tables: Arc<dyn Tables>, queue: Arc<dyn Queue>, search: Arc<dyn Search>, cfg: Config) -> Self {
-        Service { tables, queue, search, cfg }
+        let send_limiter = ratelimit::SendLimiter::new(cfg.send_rate_per_sec, cfg.send_burst);
+        Service { tables, queue, search, cfg, send_limiter }
     }
 
     pub fn config(&self) -> &Config {
