@@ -28,7 +28,9 @@ export IM_FUZZ_TOKEN
 curl -sf -X PUT "$base/v1/me" -H "authorization: Bearer $IM_FUZZ_TOKEN" -H 'content-type: application/json' \
   -d '{"name":"Fuzz"}' >/dev/null
 status=0
-st run openapi.json --url "$base" --max-examples "${IM_FUZZ_EXAMPLES:-25}" --workers 2 \
+# One worker: with two, CPython 3.11 sometimes crashes inside hypothesis ("AST constructor
+# recursion depth mismatch", ast.parse racing in threads), an error of the tool, not the API.
+st run openapi.json --url "$base" --max-examples "${IM_FUZZ_EXAMPLES:-25}" --workers 1 \
   --request-timeout 10 --seed "${IM_FUZZ_SEED:-$RANDOM}" --report ndjson --report-dir "${IM_FUZZ_REPORT_DIR:-$data/report}" || status=$?
 # The server logs one line per request: count them, and the 5xx among them.
 python3 - "$data/server.log" <<'PY'
