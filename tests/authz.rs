@@ -31,16 +31,10 @@ struct World {
 
 async fn world() -> World {
     let s = Server::start();
-    let [owner, admin, member, removed, applicant, outsider, alice, bob] =
-        ["owner", "admin", "member", "removed", "applicant", "outsider", "alice", "bob"].map(|u| u.to_string());
-    let owner = s.user(&owner).await;
-    let admin = s.user(&admin).await;
-    let member = s.user(&member).await;
-    let removed = s.user(&removed).await;
-    let applicant = s.user(&applicant).await;
-    let outsider = s.user(&outsider).await;
-    let alice = s.user(&alice).await;
-    let bob = s.user(&bob).await;
+    let (owner, admin, member, removed) =
+        (s.user("owner").await, s.user("admin").await, s.user("member").await, s.user("removed").await);
+    let (applicant, outsider, alice, bob) =
+        (s.user("applicant").await, s.user("outsider").await, s.user("alice").await, s.user("bob").await);
     let body = json!({"name": "Secret Garden", "description": "hidden agenda", "join_policy": "approval",
                       "members": [admin.id, member.id, removed.id]});
     let (st, g) = owner.post(&s, "/v1/groups", body).await;

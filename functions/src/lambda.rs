@@ -61,27 +61,32 @@ impl LambdaEnv {
         })
     }
 
-    /// The service on DynamoDB, SQS and OpenSearch. Makes no network call: cold starts stay
-    /// short, and the first request finds out if something is unreachable.
-    pub async fn service(&self) -> Result<Arc<Service>, String> {
+    /// The service on DynamoDB, SQS and OpenSearch, and its search adapter (the indexer creates
+    /// the indexes with it). Makes no network call: cold starts stay short, and the first
+    /// request finds out if something is unreachable.
+    pub async fn service(&self) -> Result<(Arc<Service>, Arc<OpenSearchSearch>), String> {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let tables = DynamoTables::new(aws_sdk_dynamodb::Client::new(&sdk), self.table_prefix.clone());
         // The template defines the queues' redrive policies; only the names matter here.
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), self.queue_prefix.clone(), service_queues(5));
         let signing = self.opensearch.sigv4_region.as_ref().map(|_| &sdk);
-        let search = OpenSearchSearch::with_sdk_config(&self.opensearch, signing)
-            .map_err(|e| format!("IM_OPENSEARCH_URL: {e}"))?;
-        Ok(Arc::new(Service::new(Arc::new(tables), Arc::new(queue), Arc::new(search), self.service.clone())))
+        let search = Arc::new(
+            OpenSearchSearch::with_sdk_config(&self.opensearch, signing)
+                .map_err(|e| format!("IM_OPENSEARCH_URL: {e}"))?,
+        );
+        let service = Service::new(Arc::new(tables), Arc::new(queue), search.clone(), self.service.clone());
+        Ok((Arc::new(service), search))
     }
 }
 
-/// Cold start: logging, configuration and the service, or the reason there is none.
-async fn cold_start() -> Result<(LambdaEnv, Arc<Service>), lambda_runtime::Error> {
+/// Cold start: logging, configuration and the service (with its search adapter), or the reason
+/// there is none.
+async fn cold_start() -> Result<(LambdaEnv, Arc<Service>, Arc<OpenSearchSearch>), lambda_runtime::Error> {
     env::init_logging(true);
     let started = async {
         let env = LambdaEnv::from_env()?;
-        let service = env.service().await?;
-        Ok::<_, String>((env, service))
+        let (service, search) = env.service().await?;
+        Ok::<_, String>((env, service, search))
     };
     started.await.map_err(|e| {
         tracing::error!(error = %e, "configuration error; the function cannot start");
@@ -104,7 +109,7 @@ macro_rules! http_function_main {
 /// `main` of an API operation's function: serves the route whose `lambda` name is `name`.
 pub async fn http_function(name: &str) -> Result<(), lambda_runtime::Error> {
     let route = routes::by_lambda(name).ok_or_else(|| format!("no route is served by a function named {name}"))?;
-    let (env, service) = cold_start().await?;
+    let (env, service, _) = cold_start().await?;
     let app = Arc::new(App { service, auth: Auth::Authorizer, cfg: env.http });
     lambda_http::run(service_fn(move |req: Request| {
         let app = app.clone();
@@ -139,7 +144,7 @@ pub async fn http_event(app: &App, route: &'static Route, req: Request) -> http:
 
 /// `main` of the fan-out worker.
 pub async fn fanout_function() -> Result<(), lambda_runtime::Error> {
-    let (_, service) = cold_start().await?;
+    let (_, service, _) = cold_start().await?;
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<SqsEvent>| {
         let service = service.clone();
         async move { Ok::<_, std::convert::Infallible>(fanout_event(&service, ev.payload).await) }
@@ -171,10 +176,7 @@ pub async fn fanout_event(service: &Service, event: SqsEvent) -> SqsBatchRespons
 
 /// `main` of the search indexer. Creates the indexes at cold start if they are missing.
 pub async fn indexer_function() -> Result<(), lambda_runtime::Error> {
-    let (env, service) = cold_start().await?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let signing = env.opensearch.sigv4_region.as_ref().map(|_| &sdk);
-    let search = OpenSearchSearch::with_sdk_config(&env.opensearch, signing)?;
+    let (env, service, search) = cold_start().await?;
     if let Err(e) = search.ensure_indexes().await {
         tracing::error!(error = %e, url = %env.opensearch.url, "cannot create the search indexes");
         return Err(e.to_string().into());
@@ -235,7 +237,7 @@ pub async fn stream_event(service: &Service, table_prefix: &str, event: StreamEv
 
 /// `main` of the scheduled outbox sweep.
 pub async fn sweeper_function() -> Result<(), lambda_runtime::Error> {
-    let (_, service) = cold_start().await?;
+    let (_, service, _) = cold_start().await?;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
         let service = service.clone();
         async move {

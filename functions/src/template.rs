@@ -238,10 +238,6 @@ fn table(t: &TableDef) -> Value {
     ])
 }
 
-fn table_by_name(name: &str) -> &'static TableDef {
-    ALL_TABLES.iter().find(|t| t.name == name).expect("a declared table is in the schema")
-}
-
 /// The IAM statements of a function, from its declared access.
 fn policy(function: &str) -> Value {
     let access = access::of(function).unwrap_or_else(|| panic!("no access declared for {function}"));
@@ -249,7 +245,7 @@ fn policy(function: &str) -> Value {
     let arns = |tables: &[&TableDef], with_indexes: bool| {
         let mut out = Vec::new();
         for t in tables {
-            let id = table_id(table_by_name(t.name));
+            let id = table_id(t);
             out.push(get_att(&id, "Arn"));
             if with_indexes && !t.indexes.is_empty() {
                 out.push(sub(&format!("${{{id}.Arn}}/index/*")));
