@@ -356,15 +356,32 @@ async fn groups_roles_join_policies_and_requests() {
 
 #[tokio::test]
 async fn group_size_is_limited() {
+    let s = Server::start_with(&[("IM_MAX_GROUP_MEMBERS", "31")]);
+    let o = s.user("o").await;
+    let mut named = Vec::new();
+    for i in 0..31 {
+        named.push(s.user(&format!("u{i:02}")).await.id);
+    }
+    // 31 named is one over the limit of creation; 30 (one transaction of 94 writes) is not.
+    let create = |members: &[String]| json!({"name": "big", "join_policy": "open", "members": members});
+    let (st, v) = o.post(&s, "/v1/groups", create(&named)).await;
+    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    let (st, v) = o.post(&s, "/v1/groups", create(&named[..30])).await;
+    assert_eq!((st, &v["member_count"]), (S::CREATED, &json!(31)), "{v}");
+    let g = v["group_id"].as_str().unwrap();
+    // The group is full at 31: joining is refused, and so is creating a group over the limit.
+    let (st, v) = s.user("late").await.post(&s, &format!("/v1/groups/{g}/join"), json!({})).await;
+    assert_error(st, &v, S::CONFLICT, "conflict");
     let s = Server::start_with(&[("IM_MAX_GROUP_MEMBERS", "3")]);
     let o = s.user("o").await;
-    let g = s.group(&o, &[&s.user("a").await], "open").await;
-    assert_eq!(s.user("b").await.post(&s, &format!("/v1/groups/{g}/join"), json!({})).await.0, S::OK);
-    let (st, v) = s.user("c").await.post(&s, &format!("/v1/groups/{g}/join"), json!({})).await;
+    let (a, b, c) = (s.user("a").await, s.user("b").await, s.user("c").await);
+    let (st, v) =
+        o.post(&s, "/v1/groups", json!({"name": "g", "join_policy": "open", "members": [a.id, b.id, c.id]})).await;
     assert_error(st, &v, S::CONFLICT, "conflict");
-    let many: Vec<String> = (0..41).map(|i| format!("u{i}")).collect();
-    let (st, v) = o.post(&s, "/v1/groups", json!({"name": "big", "join_policy": "open", "members": many})).await;
-    assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+    let g = s.group(&o, &[&a], "open").await;
+    assert_eq!(b.post(&s, &format!("/v1/groups/{g}/join"), json!({})).await.0, S::OK);
+    let (st, v) = c.post(&s, &format!("/v1/groups/{g}/join"), json!({})).await;
+    assert_error(st, &v, S::CONFLICT, "conflict");
 }
 
 #[tokio::test]
@@ -552,4 +569,68 @@ async fn sends_are_rate_limited_per_user_with_retry_after() {
     tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
     let (st, m) = a.send(&s, &ab, "m3", "one too many").await;
     assert_eq!((st, m["seq"].as_i64()), (S::CREATED, Some(4)), "{m}");
+}
+
+#[tokio::test]
+async fn groups_and_friends_per_user_are_limited_at_their_edge() {
+    let s = Server::start_with(&[("IM_MAX_GROUPS_PER_USER", "2"), ("IM_MAX_FRIENDS_PER_USER", "2")]);
+    let (a, b, c, d) = (s.user("alice").await, s.user("bob").await, s.user("carol").await, s.user("dave").await);
+
+    // Groups: creating counts for everyone named, joining counts, leaving frees a place.
+    let g1 = s.group(&a, &[&b], "open").await;
+    let g2 = s.group(&c, &[], "open").await;
+    let g3 = s.group(&c, &[], "approval").await;
+    assert_eq!(a.post(&s, &format!("/v1/groups/{g2}/join"), json!({})).await.0, S::OK);
+    let (st, body) = a.post(&s, &format!("/v1/groups/{g3}/join"), json!({})).await;
+    assert_eq!(st, S::ACCEPTED, "a request to join is not a membership: {body}");
+    let (st, body) = c.post(&s, &format!("/v1/groups/{g3}/join-requests/alice/accept"), json!({})).await;
+    common::assert_error(st, &body, S::CONFLICT, "conflict");
+    assert!(body["error"]["message"].as_str().unwrap().contains("alice is already in 2 groups"), "{body}");
+    let (st, body) = a.post(&s, "/v1/groups", json!({"name": "third", "join_policy": "open"})).await;
+    common::assert_error(st, &body, S::CONFLICT, "conflict");
+    assert!(body["error"]["message"].as_str().unwrap().contains("you are already in 2 groups"), "{body}");
+    let (st, body) = d
+        .post(&s, "/v1/groups", json!({"name": "with alice", "join_policy": "open", "members": ["bob", "alice"]}))
+        .await;
+    common::assert_error(st, &body, S::CONFLICT, "conflict");
+    assert!(body["error"]["message"].as_str().unwrap().contains("alice is already in 2 groups"), "{body}");
+    let (_, mine) = d.get(&s, "/v1/me/groups").await;
+    assert_eq!(mine["items"], json!([]), "the refused creation left nothing behind");
+    let (_, mine) = b.get(&s, "/v1/me/groups").await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(a.post(&s, &format!("/v1/groups/{g1}/leave"), json!({})).await.0, S::CONFLICT, "owner with members");
+    assert_eq!(a.post(&s, &format!("/v1/groups/{g2}/leave"), json!({})).await.0, S::NO_CONTENT);
+    let (st, body) = c.post(&s, &format!("/v1/groups/{g3}/join-requests/alice/accept"), json!({})).await;
+    assert_eq!(st, S::OK, "a place was freed: {body}");
+    assert_eq!(c.delete(&s, &format!("/v1/groups/{g3}/members/alice")).await.0, S::NO_CONTENT);
+    assert_eq!(a.post(&s, &format!("/v1/groups/{g2}/join"), json!({})).await.0, S::OK, "removal freed one too");
+    // A profile edit does not reset the count.
+    assert_eq!(a.put(&s, "/v1/me", json!({"name": "Alice A."})).await.0, S::OK);
+    assert_eq!(a.post(&s, &format!("/v1/groups/{g3}/join"), json!({})).await.0, S::ACCEPTED);
+    assert_eq!(c.post(&s, &format!("/v1/groups/{g3}/join-requests/alice/accept"), json!({})).await.0, S::CONFLICT);
+
+    // Friends: both sides' limits are checked when a friendship is made.
+    s.befriend(&a, &b).await;
+    s.befriend(&a, &c).await;
+    assert_eq!(d.post(&s, "/v1/friend-requests", json!({"to": "alice"})).await.0, S::CREATED);
+    let (st, body) = a.post(&s, "/v1/friend-requests/dave/accept", json!({})).await;
+    common::assert_error(st, &body, S::CONFLICT, "conflict");
+    assert!(body["error"]["message"].as_str().unwrap().contains("you have 2 friends already"), "{body}");
+    assert_eq!(a.post(&s, "/v1/friend-requests", json!({"to": "dave"})).await.0, S::CONFLICT, "crossing request");
+    let (_, pending) = a.get(&s, "/v1/friend-requests?direction=incoming").await;
+    assert_eq!(pending["items"].as_array().unwrap().len(), 1, "the request stays pending: {pending}");
+    let e = s.user("eve").await;
+    assert_eq!(b.post(&s, "/v1/friend-requests", json!({"to": "eve"})).await.0, S::CREATED);
+    s.befriend(&c, &b).await;
+    let (st, body) = e.post(&s, "/v1/friend-requests/bob/accept", json!({})).await;
+    common::assert_error(st, &body, S::CONFLICT, "conflict");
+    assert!(body["error"]["message"].as_str().unwrap().contains("bob has 2 friends already"), "{body}");
+    let (_, friends) = e.get(&s, "/v1/friends").await;
+    assert_eq!(friends["items"], json!([]), "no half-made friendship");
+    assert_eq!(a.delete(&s, "/v1/friends/carol").await.0, S::NO_CONTENT);
+    let (st, body) = a.post(&s, "/v1/friend-requests/dave/accept", json!({})).await;
+    assert_eq!(st, S::OK, "unfriending freed a place: {body}");
+    let (_, friends) = a.get(&s, "/v1/friends").await;
+    let ids: Vec<&str> = friends["items"].as_array().unwrap().iter().map(|f| f["user_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["bob", "dave"]);
 }

@@ -42,34 +42,34 @@ pub fn of(name: &str) -> Option<Access> {
         "get-me" | "get-user" => tables(&[&USERS], &[]),
         "send-friend-request" => tables(
             &[&USERS, &USER_RELATIONS, &FRIEND_REQUESTS, &INBOXES, &CONVERSATIONS, &META],
-            &[&USER_RELATIONS, &FRIEND_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
+            &[&USERS, &USER_RELATIONS, &FRIEND_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
         ),
         "list-friend-requests" => tables(&[&FRIEND_REQUESTS], &[]),
         "accept-friend-request" => tables(
             &[&FRIEND_REQUESTS, &INBOXES, &CONVERSATIONS, &META],
-            &[&USER_RELATIONS, &FRIEND_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
+            &[&USERS, &USER_RELATIONS, &FRIEND_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
         ),
         "reject-friend-request" => tables(&[], &[&FRIEND_REQUESTS]),
         "list-friends" => tables(&[&USER_RELATIONS, &USERS], &[]),
-        "remove-friend" => tables(&[&INBOXES], &[&USER_RELATIONS, &INBOXES, &SYNC, &DELIVERIES]),
+        "remove-friend" => tables(&[&INBOXES], &[&USERS, &USER_RELATIONS, &INBOXES, &SYNC, &DELIVERIES]),
         "create-group" => tables(
             &[&USERS, &INBOXES, &DELIVERIES],
-            &[&META, &GROUP_RELATIONS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS],
+            &[&USERS, &META, &GROUP_RELATIONS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS],
         ),
         "get-group" => tables(&[&META], &[]),
         "update-group" => Access { sends: &[FANOUT], ..tables(&[&META, &GROUP_RELATIONS], &[&META]) },
         "join-group" => tables(
             &[&USERS, &META, &GROUP_RELATIONS, &INBOXES, &DELIVERIES, &CONVERSATIONS],
-            &[&GROUP_RELATIONS, &JOIN_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
+            &[&USERS, &GROUP_RELATIONS, &JOIN_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
         ),
         "list-join-requests" => tables(&[&META, &GROUP_RELATIONS, &JOIN_REQUESTS], &[]),
         "accept-join-request" => tables(
             &[&META, &GROUP_RELATIONS, &JOIN_REQUESTS, &INBOXES, &DELIVERIES, &CONVERSATIONS],
-            &[&GROUP_RELATIONS, &JOIN_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
+            &[&USERS, &GROUP_RELATIONS, &JOIN_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
         ),
         "reject-join-request" => tables(&[&META, &GROUP_RELATIONS], &[&JOIN_REQUESTS]),
         "leave-group" | "remove-member" => {
-            tables(NOTICE_R, &[&GROUP_RELATIONS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META])
+            tables(NOTICE_R, &[&USERS, &GROUP_RELATIONS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META])
         }
         "set-role" => tables(&[&META, &GROUP_RELATIONS], &[&META, &GROUP_RELATIONS]),
         "list-members" | "my-groups" => tables(&[&META, &GROUP_RELATIONS], &[]),

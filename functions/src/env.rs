@@ -34,6 +34,8 @@ pub fn service_config() -> Result<ServiceConfig, String> {
     }
     service.max_group_members = parse("IM_MAX_GROUP_MEMBERS", service.max_group_members)?;
     service.max_text_chars = parse("IM_MAX_TEXT_CHARS", service.max_text_chars)?;
+    service.max_groups_per_user = parse("IM_MAX_GROUPS_PER_USER", service.max_groups_per_user)?;
+    service.max_friends_per_user = parse("IM_MAX_FRIENDS_PER_USER", service.max_friends_per_user)?;
     service.outbox_grace_ms = parse("IM_OUTBOX_GRACE_SECS", service.outbox_grace_ms / 1000)? * 1000;
     service.send_rate_per_sec = parse("IM_SEND_RATE_PER_SEC", 20.0)?;
     service.send_burst = parse("IM_SEND_BURST", 60)?;

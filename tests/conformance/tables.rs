@@ -104,6 +104,16 @@ pub async fn update_creates_sets_removes_and_counts_atomically(t: Adapter) {
     let missing = Key::pk(unique("g_none").as_str());
     assert!(t.update(&META, &missing, Update::new().add("n", 1), Cond::Exists).await.unwrap_err().is_conflict());
     assert_eq!(t.get(&META, &missing).await.unwrap(), None);
+
+    // A counter under a limit: missing counts as 0, the item must exist, the limit is strict.
+    let below = |n| Cond::CountBelow("c".into(), n);
+    assert!(t.update(&META, &missing, Update::new().add("c", 1), below(5)).await.unwrap_err().is_conflict());
+    assert_eq!(t.get(&META, &missing).await.unwrap(), None);
+    assert!(t.update(&META, &key, Update::new().add("c", 1), below(0)).await.unwrap_err().is_conflict());
+    t.update(&META, &key, Update::new().add("c", 1), below(1)).await.unwrap();
+    assert!(t.update(&META, &key, Update::new().add("c", 1), below(1)).await.unwrap_err().is_conflict());
+    let after = t.update(&META, &key, Update::new().add("c", 1), below(2)).await.unwrap();
+    assert_eq!(after["c"], json!(2));
 }
 
 pub async fn queries_page_both_ways_within_one_partition(t: Adapter) {

@@ -6,6 +6,7 @@
 //! fails its condition, sees the reverse request, and accepts it instead.
 
 use super::inbox::Payload;
+use super::users::{FRIEND_COUNT, count_down, count_up};
 use super::*;
 use crate::ids::{single_conversation_id, validate_user_id};
 use crate::model::{Friend, FriendRequest, Friendship, List};
@@ -125,6 +126,9 @@ impl Service {
                 TxOp::delete(&FRIEND_REQUESTS, Key::pk_sk(caller, from), Cond::Exists),
                 TxOp::put(&USER_RELATIONS, to_item(&rel(caller, from)), Cond::NotExists),
                 TxOp::put(&USER_RELATIONS, to_item(&rel(from, caller)), Cond::NotExists),
+                // Indexes 3 and 4: the limits, which the error below names.
+                count_up(caller, FRIEND_COUNT, self.cfg.max_friends_per_user),
+                count_up(from, FRIEND_COUNT, self.cfg.max_friends_per_user),
             ];
             // The single chat's meta row is made once per pair and kept: a re-friend finds the
             // same history.
@@ -159,10 +163,19 @@ impl Service {
                     tracing::info!(a = caller, b = from, "friendship made");
                     return Ok(Friendship { user_id: from.to_string(), conversation_id, since });
                 }
-                Err(e) if e.is_conflict() => backoff.wait("friendship").await?,
-                Err(e) => return Err(e.into()),
+                Err(e) => match conflict_at(&e) {
+                    Some(Some(3)) => return Err(self.too_many_friends("you have")),
+                    Some(Some(4)) => return Err(self.too_many_friends(&format!("{from} has"))),
+                    Some(_) => backoff.wait("friendship").await?,
+                    None => return Err(e.into()),
+                },
             }
         }
+    }
+
+    fn too_many_friends(&self, who_has: &str) -> Error {
+        let max = self.cfg.max_friends_per_user;
+        Error::conflict(format!("{who_has} {max} friends already, the most one user may have"))
     }
 
     /// `POST /v1/friend-requests/{from}/reject`.
@@ -227,6 +240,8 @@ impl Service {
             let mut ops = vec![
                 TxOp::delete(&USER_RELATIONS, Key::pk_sk(caller, other), Cond::Exists),
                 TxOp::delete(&USER_RELATIONS, Key::pk_sk(other, caller), Cond::Exists),
+                count_down(caller, FRIEND_COUNT),
+                count_down(other, FRIEND_COUNT),
             ];
             ops.extend(
                 self.event_ops(vec![(caller.to_string(), removed(other)), (other.to_string(), removed(caller))])

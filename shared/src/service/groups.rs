@@ -6,6 +6,7 @@
 
 use super::inbox::Payload;
 use super::messages::MetaRow;
+use super::users::{GROUP_COUNT, count_down, count_up};
 use super::*;
 use crate::ids::{char_len, new_group_id, validate_group_id, validate_user_id};
 use crate::model::{Group, JoinOutcome, JoinPolicy, JoinRequest, List, Member, Role};
@@ -58,8 +59,8 @@ pub struct CreateGroupInput {
     #[schemars(length(max = 1000))]
     pub description: Option<String>,
     pub join_policy: JoinPolicy,
-    /// Users who join at once (each must have a profile); at most 40, the rest join later.
-    #[schemars(length(max = 40), inner(regex(pattern = "^[A-Za-z0-9_.@-]{1,64}$")))]
+    /// Users who join at once (each must have a profile); at most 30, the rest join later.
+    #[schemars(length(max = 30), inner(regex(pattern = "^[A-Za-z0-9_.@-]{1,64}$")))]
     pub members: Option<Vec<String>>,
 }
 
@@ -119,8 +120,8 @@ impl Service {
         }
     }
 
-    /// Writes that add `user` to the group: the member row, the count (within the limit), and
-    /// the conversation summary.
+    /// Writes that add `user` to the group: the member row, the group's count (within the
+    /// group's limit), the user's count of groups (within theirs), and the conversation summary.
     async fn add_member_ops(&self, meta: &MetaRow, user: &str, role: Role, now: i64) -> Result<(MemberRow, Vec<TxOp>)> {
         let row = MemberRow {
             group_id: meta.timeline_id.clone(),
@@ -137,6 +138,7 @@ impl Service {
                 Update::new().add("member_count", 1),
                 Cond::LessThan("member_count".into(), self.cfg.max_group_members),
             ),
+            count_up(user, GROUP_COUNT, self.cfg.max_groups_per_user),
         ];
         // A stale summary of an earlier membership is replaced: unread starts afresh.
         let stale = self.summaries_of(&[user.to_string()], &meta.timeline_id).await?.remove(0).map(|s| s.version);
@@ -145,7 +147,7 @@ impl Service {
         Ok((row, ops))
     }
 
-    /// Writes that remove a member: the row, the count, the admin list, the summary.
+    /// Writes that remove a member: the row, the counts, the admin list, the summary.
     fn remove_member_ops(meta: &MetaRow, member: &MemberRow) -> Vec<TxOp> {
         let gid = meta.timeline_id.as_str();
         let mut update = Update::new().add("member_count", -1);
@@ -159,6 +161,7 @@ impl Service {
             TxOp::delete(&GROUP_RELATIONS, Key::pk_sk(gid, member.user_id.as_str()), Cond::Exists),
             TxOp::update(&META, Key::pk(gid), update, cond),
             TxOp::delete(&CONVERSATIONS, Key::pk_sk(member.user_id.as_str(), gid), Cond::Always),
+            count_down(&member.user_id, GROUP_COUNT),
         ]
     }
 
@@ -194,6 +197,12 @@ impl Service {
                 self.cfg.max_create_members
             )));
         }
+        if members.len() as i64 + 1 > self.cfg.max_group_members {
+            return Err(Error::conflict(format!(
+                "a group has at most {} members, the owner included",
+                self.cfg.max_group_members
+            )));
+        }
         self.require_caller(caller).await?;
         let names = self.names_of(&members).await?;
         if let Some(missing) = members.iter().find(|m| !names.contains_key(*m)) {
@@ -214,6 +223,8 @@ impl Service {
         };
         let mut ops = vec![TxOp::put(&META, to_item(&meta), Cond::NotExists)];
         let everyone: Vec<String> = std::iter::once(caller.to_string()).chain(members.iter().cloned()).collect();
+        // Which user's group count each write is, to name who is at their limit.
+        let mut counted = std::collections::HashMap::new();
         for (i, user) in everyone.iter().enumerate() {
             let role = if i == 0 { Role::Owner } else { Role::Member };
             let row =
@@ -221,13 +232,30 @@ impl Service {
             ops.push(TxOp::put(&GROUP_RELATIONS, to_item(&row), Cond::NotExists));
             let summary = super::conversations::SummaryRow::new(user, &group_id, None, 0, now);
             ops.push(super::conversations::SummaryRow::write_op(summary, None));
+            counted.insert(ops.len(), user);
+            ops.push(count_up(user, GROUP_COUNT, self.cfg.max_groups_per_user));
         }
-        self.tables.transact(ops).await?;
+        if let Err(e) = self.tables.transact(ops).await {
+            return Err(match conflict_at(&e).flatten().and_then(|i| counted.get(&i)) {
+                Some(user) => self.too_many_groups(user, *user == caller),
+                None => e.into(),
+            });
+        }
         tracing::info!(group_id, owner = caller, members = everyone.len(), "group created");
         self.index_group(&group_id).await;
         self.notify(&everyone, Payload::event("group_joined", Some(group_id.clone()), json!({"group_id": group_id})))
             .await;
         Ok(group_view(meta))
+    }
+
+    /// The `409` for `user` at the limit of groups, worded for whoever asked.
+    fn too_many_groups(&self, user: &str, is_caller: bool) -> Error {
+        let max = self.cfg.max_groups_per_user;
+        if is_caller {
+            Error::conflict(format!("you are already in {max} groups, the most one user may join"))
+        } else {
+            Error::conflict(format!("{user} is already in {max} groups, the most one user may join"))
+        }
     }
 
     /// `GET /v1/groups/{id}`: visible to any signed-in user.
@@ -325,6 +353,8 @@ impl Service {
         loop {
             let meta = self.require_group(group_id).await?;
             let (row, mut ops) = self.add_member_ops(&meta, user, Role::Member, crate::time::now_ms()).await?;
+            // The indexes of add_member_ops's writes, and of the request this admission consumes.
+            let (row_at, count_at, user_count_at, request_at) = (0, 1, 2, ops.len());
             if request.is_some() {
                 ops.push(TxOp::delete(&JOIN_REQUESTS, Key::pk_sk(group_id, user), Cond::Exists));
             }
@@ -339,8 +369,12 @@ impl Service {
                     return Ok(row.into());
                 }
                 Err(e) => match conflict_at(&e) {
-                    Some(Some(0)) => return Err(Error::conflict(format!("{user} is already a member of this group"))),
-                    Some(Some(1)) => {
+                    Some(Some(i)) if i == row_at => {
+                        return Err(Error::conflict(format!("{user} is already a member of this group")));
+                    }
+                    // Joining an open group is the user's own act; accepting a request is not.
+                    Some(Some(i)) if i == user_count_at => return Err(self.too_many_groups(user, request.is_none())),
+                    Some(Some(i)) if i == count_at => {
                         if self.require_group(group_id).await?.member_count >= self.cfg.max_group_members {
                             return Err(Error::conflict(format!(
                                 "the group is full ({} members)",
@@ -349,7 +383,9 @@ impl Service {
                         }
                         backoff.wait("group membership").await?
                     }
-                    Some(Some(3)) => return Err(Error::not_found(format!("no pending join request from {user}"))),
+                    Some(Some(i)) if i == request_at && request.is_some() => {
+                        return Err(Error::not_found(format!("no pending join request from {user}")));
+                    }
                     Some(_) => backoff.wait("group membership").await?,
                     None => return Err(e.into()),
                 },

@@ -45,8 +45,12 @@ pub struct Config {
     /// so a job redriven from a dead-letter queue days later is still deduplicated.
     pub marker_extra_secs: i64,
     pub max_group_members: i64,
-    /// Members named at group creation (they are written in the creating transaction).
+    /// Members named at group creation (they are written in the creating transaction, three
+    /// writes each, under DynamoDB's 100 writes a transaction).
     pub max_create_members: usize,
+    /// Groups one user may belong to, and friends one user may have.
+    pub max_groups_per_user: i64,
+    pub max_friends_per_user: i64,
     pub max_text_chars: usize,
     /// Members handled by one fan-out job before it hands the rest to a new job.
     pub fanout_page: usize,
@@ -68,7 +72,9 @@ impl Default for Config {
             sync_ttl_secs: 7 * 24 * 3600,
             marker_extra_secs: 15 * 24 * 3600,
             max_group_members: 10_000,
-            max_create_members: 40,
+            max_create_members: 30,
+            max_groups_per_user: 500,
+            max_friends_per_user: 3000,
             max_text_chars: 8000,
             fanout_page: 500,
             fanout_batch: 20,

@@ -4,7 +4,7 @@ use super::*;
 use crate::ids::{char_len, validate_user_id};
 use crate::model::User;
 use crate::schema::USERS;
-use crate::tables::{Cond, Key};
+use crate::tables::{Cond, Key, TxOp, Update};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -19,6 +19,22 @@ pub struct ProfileInput {
     pub avatar_url: Option<String>,
     #[schemars(length(max = 1000))]
     pub bio: Option<String>,
+}
+
+/// Counters on a user's profile row, kept in the transactions that change what they count, so a
+/// limit on them holds under concurrency.
+pub(crate) const GROUP_COUNT: &str = "group_count";
+pub(crate) const FRIEND_COUNT: &str = "friend_count";
+
+/// One more of `counter` for `user`: the write fails its condition when `user` already has
+/// `limit`.
+pub(crate) fn count_up(user: &str, counter: &str, limit: i64) -> TxOp {
+    TxOp::update(&USERS, Key::pk(user), Update::new().add(counter, 1), Cond::CountBelow(counter.into(), limit))
+}
+
+/// One fewer of `counter` for `user`.
+pub(crate) fn count_down(user: &str, counter: &str) -> TxOp {
+    TxOp::update(&USERS, Key::pk(user), Update::new().add(counter, -1), Cond::Exists)
 }
 
 impl Service {
@@ -48,7 +64,15 @@ impl Service {
             bio: input.bio,
             created_at,
         };
-        self.tables.put(&USERS, to_item(&user), Cond::Always).await?;
+        // An update, not a put: the row also carries the user's counters, which a profile edit
+        // must not reset.
+        let mut update = Update::new();
+        for (attr, v) in to_item(&user) {
+            if attr != USERS.pk.name {
+                update = update.set(&attr, v);
+            }
+        }
+        self.tables.update(&USERS, &Key::pk(caller), update, Cond::Always).await?;
         Ok(user)
     }
 

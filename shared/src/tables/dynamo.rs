@@ -129,6 +129,16 @@ impl Expr {
                 let (n, v) = (self.name(a), self.value(AttributeValue::N(x.to_string())));
                 Some(format!("{n} < {v}"))
             }
+            Cond::CountBelow(a, x) => {
+                let pk = self.name(table.pk.name);
+                let (n, v) = (self.name(a), self.value(AttributeValue::N(x.to_string())));
+                // A missing counter is 0, which is below the limit only if the limit is positive.
+                Some(if *x > 0 {
+                    format!("attribute_exists({pk}) AND (attribute_not_exists({n}) OR {n} < {v})")
+                } else {
+                    format!("attribute_exists({pk}) AND {n} < {v}")
+                })
+            }
         })
     }
     fn update(&mut self, u: &Update) -> Result<String, StoreError> {

@@ -102,6 +102,9 @@ pub enum Cond {
     Equals(String, Value),
     /// The item exists and the numeric `attr < n`.
     LessThan(String, i64),
+    /// The item exists and the counter `attr` is below `n`, a missing counter counting as 0:
+    /// a per-user limit on a counter that rows written before it existed do not carry.
+    CountBelow(String, i64),
 }
 
 impl Cond {
@@ -117,6 +120,7 @@ impl Cond {
             (Cond::NotExists, c) => c.is_none(),
             (Cond::Equals(a, v), Some(c)) => c.get(a) == Some(v),
             (Cond::LessThan(a, n), Some(c)) => c.get(a).and_then(Value::as_i64).is_some_and(|x| x < *n),
+            (Cond::CountBelow(a, n), Some(c)) => c.get(a).and_then(Value::as_i64).unwrap_or(0) < *n,
             (_, None) => false,
         }
     }
