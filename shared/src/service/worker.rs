@@ -24,6 +24,17 @@ impl Worker {
             Worker::Index => INDEX,
         }
     }
+
+    /// Jobs taken per receive: no more than the worker handles at once, because a receive
+    /// counts towards a job's dead-letter limit. A fan-out worker holding ten jobs while it runs
+    /// the first would, if the process were killed, charge all ten with a failed attempt: found
+    /// by the kill -9 loop, where jobs that never ran were dead-lettered.
+    fn batch(self) -> usize {
+        match self {
+            Worker::Fanout => 1,
+            Worker::Index => 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +74,7 @@ impl Service {
     pub async fn run_worker(self: Arc<Self>, worker: Worker, cfg: WorkerConfig, stop: watch::Receiver<bool>) {
         let queue = worker.queue();
         while !*stop.borrow() {
-            let batch = match self.queue.receive(queue, 10, cfg.visibility, cfg.wait).await {
+            let batch = match self.queue.receive(queue, worker.batch(), cfg.visibility, cfg.wait).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(queue, error = %e, "worker could not receive; retrying");
