@@ -224,26 +224,6 @@ async fn send_until_stopped(
     acked
 }
 
-/// Every message of a conversation's history, oldest first, paging back from the newest.
-async fn history(s: &Server, u: &User, conv: &str) -> Vec<serde_json::Value> {
-    let (mut out, mut before) = (Vec::new(), None::<i64>);
-    loop {
-        let path = match before {
-            Some(b) => format!("/v1/conversations/{conv}/messages?limit=100&before={b}"),
-            None => format!("/v1/conversations/{conv}/messages?limit=100"),
-        };
-        let (st, v) = u.get(s, &path).await;
-        assert_eq!(st, S::OK, "{v}");
-        out.extend(v["items"].as_array().unwrap().iter().cloned());
-        match v["next_before"].as_i64() {
-            Some(b) => before = Some(b),
-            None => break,
-        }
-    }
-    out.reverse();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_kill_9s_at_random_points_of_sending_and_fanout_lose_duplicate_and_misorder_nothing() {
     let kills: usize = std::env::var("IM_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
@@ -295,7 +275,8 @@ async fn fifty_kill_9s_at_random_points_of_sending_and_fanout_lose_duplicate_and
         eprintln!("{conv}: {} messages acknowledged across {kills} kills", want.len());
         assert!(want.len() >= kills, "too few sends to exercise the kills: {}", want.len());
         // The store: exactly the acknowledged messages, numbered 1..=n without a gap.
-        let stored: Vec<(String, i64)> = history(&s, &readers[0], conv)
+        let stored: Vec<(String, i64)> = readers[0]
+            .history(&s, conv)
             .await
             .iter()
             .map(|m| (m["client_msg_id"].as_str().unwrap().to_string(), m["seq"].as_i64().unwrap()))

@@ -54,6 +54,15 @@ impl Server {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        // With SIGXFSZ ignored, a write past the file-size limit fails with EFBIG instead of
+        // killing the process: how `limit_file_size` simulates a full disk.
+        // SAFETY: signal() is async-signal-safe, as pre_exec requires.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().expect("start im-server");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -91,6 +100,16 @@ impl Server {
             c.kill().expect("kill -9");
             c.wait().unwrap();
         }
+    }
+
+    /// A full disk, as far as the running server can tell: no file it writes may grow past
+    /// `bytes` (the soft RLIMIT_FSIZE, set from outside with prlimit); `None` lifts the limit.
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        let pid = self.child.as_ref().expect("server running").id() as libc::pid_t;
+        let limit = libc::rlimit { rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY), rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: plain syscall on valid pointers.
+        let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
     }
 
     /// Starts the server again on the same data directory (after `kill9`).
@@ -235,6 +254,26 @@ impl User {
                 return (items, reset);
             }
         }
+    }
+
+    /// Every message of a conversation's history, oldest first, paging back from the newest.
+    pub async fn history(&self, s: &Server, conv: &str) -> Vec<Value> {
+        let (mut out, mut before) = (Vec::new(), None::<i64>);
+        loop {
+            let path = match before {
+                Some(b) => format!("/v1/conversations/{conv}/messages?limit=100&before={b}"),
+                None => format!("/v1/conversations/{conv}/messages?limit=100"),
+            };
+            let (st, v) = self.get(s, &path).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            out.extend(v["items"].as_array().unwrap().iter().cloned());
+            match v["next_before"].as_i64() {
+                Some(b) => before = Some(b),
+                None => break,
+            }
+        }
+        out.reverse();
+        out
     }
 
     /// Message entries of one conversation in the inbox, as (seq, text).

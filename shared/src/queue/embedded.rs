@@ -3,6 +3,7 @@
 //! queue by the time they become visible, so a receive reads only what is due.
 
 use super::*;
+use crate::redb_file::{IoFailure, RedbFile};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ struct Stored {
 
 #[derive(Clone)]
 pub struct EmbeddedQueue {
-    db: Arc<Database>,
+    db: Arc<RedbFile>,
     defs: Arc<HashMap<String, QueueDef>>,
     ids: Arc<Mutex<ulid::Generator>>,
     notify: Arc<Notify>,
@@ -39,7 +40,25 @@ fn now_ms() -> u64 {
 fn map_err(e: impl Into<redb::Error>) -> QueueError {
     match e.into() {
         redb::Error::Io(io) => QueueError::Unavailable(format!("embedded queue I/O: {io}")),
+        redb::Error::PreviousIo => QueueError::Unavailable("embedded queue: an earlier I/O failure".into()),
         other => QueueError::Internal(format!("embedded queue: {other}")),
+    }
+}
+
+fn create_tables(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(MESSAGES)?;
+    txn.open_table(VISIBLE)?;
+    txn.commit()?;
+    Ok(())
+}
+
+impl IoFailure for QueueError {
+    fn is_io(&self) -> bool {
+        matches!(self, QueueError::Unavailable(_))
+    }
+    fn unavailable(message: String) -> Self {
+        QueueError::Unavailable(message)
     }
 }
 
@@ -75,13 +94,8 @@ fn parse_receipt(r: &str) -> Option<(u128, u64)> {
 
 impl EmbeddedQueue {
     pub fn open(path: &Path, defs: Vec<QueueDef>) -> Result<Self, QueueError> {
-        let db = Database::create(path).map_err(map_err)?;
-        let txn = db.begin_write().map_err(map_err)?;
-        txn.open_table(MESSAGES).map_err(map_err)?;
-        txn.open_table(VISIBLE).map_err(map_err)?;
-        txn.commit().map_err(map_err)?;
         Ok(EmbeddedQueue {
-            db: Arc::new(db),
+            db: Arc::new(RedbFile::open(path, create_tables).map_err(map_err)?),
             defs: Arc::new(defs.into_iter().map(|d| (d.name.clone(), d)).collect()),
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             notify: Arc::new(Notify::new()),
@@ -161,10 +175,12 @@ impl EmbeddedQueue {
     ) -> Result<T, QueueError> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(map_err)?;
-            let out = f(&txn)?;
-            txn.commit().map_err(map_err)?;
-            Ok(out)
+            db.run(|db| {
+                let txn = db.begin_write().map_err(map_err)?;
+                let out = f(&txn)?;
+                txn.commit().map_err(map_err)?;
+                Ok(out)
+            })
         })
         .await
         .map_err(|e| QueueError::Internal(format!("blocking task failed: {e}")))?
@@ -176,11 +192,14 @@ impl EmbeddedQueue {
         let db = self.db.clone();
         let queue = queue.to_string();
         tokio::task::spawn_blocking(move || {
-            use redb::ReadableDatabase;
-            let txn = db.begin_read().map_err(map_err)?;
-            let vis = txn.open_table(VISIBLE).map_err(map_err)?;
-            let mut due = vis.range((queue.as_str(), 0, 0)..=(queue.as_str(), now_ms(), u128::MAX)).map_err(map_err)?;
-            Ok(due.next().is_some())
+            db.run(|db| {
+                use redb::ReadableDatabase;
+                let txn = db.begin_read().map_err(map_err)?;
+                let vis = txn.open_table(VISIBLE).map_err(map_err)?;
+                let mut due =
+                    vis.range((queue.as_str(), 0, 0)..=(queue.as_str(), now_ms(), u128::MAX)).map_err(map_err)?;
+                Ok(due.next().is_some())
+            })
         })
         .await
         .map_err(|e| QueueError::Internal(format!("blocking task failed: {e}")))?
@@ -335,27 +354,29 @@ impl Queue for EmbeddedQueue {
         let db = self.db.clone();
         let queue = queue.to_string();
         tokio::task::spawn_blocking(move || {
-            use redb::ReadableDatabase;
-            let txn = db.begin_read().map_err(map_err)?;
-            let vis = txn.open_table(VISIBLE).map_err(map_err)?;
-            let now = now_ms();
-            let mut d = Depth::default();
-            let _ = vis.len();
-            for e in vis.range((queue.as_str(), 0, 0)..=(queue.as_str(), u64::MAX, u128::MAX)).map_err(map_err)? {
-                let (k, _) = e.map_err(map_err)?;
-                let m = k.value();
-                // A received message is hidden until its visibility timeout; a never-received
-                // one (or one released by retry_after) is waiting.
-                let msgs = txn.open_table(MESSAGES).map_err(map_err)?;
-                let stored =
-                    msgs.get((queue.as_str(), m.2)).map_err(map_err)?.map(|g| decode(g.value())).transpose()?;
-                match stored {
-                    Some(s) if s.visible_at > now && s.receive_count > 0 => d.in_flight += 1,
-                    Some(_) => d.waiting += 1,
-                    None => {}
+            db.run(|db| {
+                use redb::ReadableDatabase;
+                let txn = db.begin_read().map_err(map_err)?;
+                let vis = txn.open_table(VISIBLE).map_err(map_err)?;
+                let now = now_ms();
+                let mut d = Depth::default();
+                let _ = vis.len();
+                for e in vis.range((queue.as_str(), 0, 0)..=(queue.as_str(), u64::MAX, u128::MAX)).map_err(map_err)? {
+                    let (k, _) = e.map_err(map_err)?;
+                    let m = k.value();
+                    // A received message is hidden until its visibility timeout; a never-received
+                    // one (or one released by retry_after) is waiting.
+                    let msgs = txn.open_table(MESSAGES).map_err(map_err)?;
+                    let stored =
+                        msgs.get((queue.as_str(), m.2)).map_err(map_err)?.map(|g| decode(g.value())).transpose()?;
+                    match stored {
+                        Some(s) if s.visible_at > now && s.receive_count > 0 => d.in_flight += 1,
+                        Some(_) => d.waiting += 1,
+                        None => {}
+                    }
                 }
-            }
-            Ok(d)
+                Ok(d)
+            })
         })
         .await
         .map_err(|e| QueueError::Internal(format!("blocking task failed: {e}")))?

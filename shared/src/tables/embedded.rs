@@ -10,6 +10,7 @@
 //! was acknowledged, and a transaction's ops apply all or nothing.
 
 use super::*;
+use crate::redb_file::{IoFailure, RedbFile};
 use crate::schema::{ALL_TABLES, KeyAttr};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -21,21 +22,34 @@ type Raw = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 #[derive(Clone)]
 pub struct RedbTables {
-    db: Arc<Database>,
+    db: Arc<RedbFile>,
+}
+
+/// Every table of the schema, created if missing.
+fn create_tables(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    for table in ALL_TABLES {
+        for name in storage_names(table) {
+            txn.open_table(def(&name))?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+impl IoFailure for StoreError {
+    fn is_io(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+    fn unavailable(message: String) -> Self {
+        StoreError::Unavailable(message)
+    }
 }
 
 impl RedbTables {
     /// Opens (or creates) the database file and every table of the schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| map_err(e.into()))?;
-        let txn = db.begin_write().map_err(|e| map_err(e.into()))?;
-        for table in ALL_TABLES {
-            for name in storage_names(table) {
-                txn.open_table(def(&name)).map_err(|e| map_err(e.into()))?;
-            }
-        }
-        txn.commit().map_err(|e| map_err(e.into()))?;
-        Ok(RedbTables { db: Arc::new(db) })
+        Ok(RedbTables { db: Arc::new(RedbFile::open(path, create_tables).map_err(map_err)?) })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -43,7 +57,7 @@ impl RedbTables {
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
+        tokio::task::spawn_blocking(move || db.run(f))
             .await
             .map_err(|e| StoreError::Internal(format!("blocking task failed: {e}")))?
     }
@@ -132,6 +146,7 @@ fn storage_names(table: &TableDef) -> Vec<String> {
 fn map_err(e: redb::Error) -> StoreError {
     match e {
         redb::Error::Io(io) => StoreError::Unavailable(format!("embedded tables I/O: {io}")),
+        redb::Error::PreviousIo => StoreError::Unavailable("embedded tables: an earlier I/O failure".into()),
         other => StoreError::Internal(format!("embedded tables: {other}")),
     }
 }
