@@ -97,7 +97,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn many_clients_at_once_lose_duplicate_and_refuse_nothing() {
     let clients = env_or("IM_LOAD_CLIENTS", 100) as usize;
     let secs = env_or("IM_LOAD_SECS", 10);
-    assert!(clients >= 2 * GROUP_SIZE && clients % GROUP_SIZE == 0, "IM_LOAD_CLIENTS: a multiple of {GROUP_SIZE}");
+    assert!(
+        clients >= 2 * GROUP_SIZE && clients.is_multiple_of(GROUP_SIZE),
+        "IM_LOAD_CLIENTS: a multiple of {GROUP_SIZE}"
+    );
     // The send rate limit protects a server from one user; here it would measure itself.
     let s = Server::start_with(&[("IM_SEND_RATE_PER_SEC", "0")]);
     let mut users = Vec::new();

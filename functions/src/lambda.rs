@@ -165,7 +165,14 @@ pub async fn fanout_event(service: &Service, event: SqsEvent) -> SqsBatchRespons
         };
         if let Err(e) = outcome {
             let receives = record.attributes.get("ApproximateReceiveCount").map_or("?", String::as_str);
-            tracing::warn!(message_id = %id, receives, error = %e, "fan-out job failed; SQS will redeliver it");
+            if receives.parse::<u64>().is_ok_and(|n| n >= crate::template::FANOUT_MAX_RECEIVES) {
+                // The queue's redrive policy moves it to the DLQ now (and its alarm fires).
+                tracing::error!(message_id = %id, receives, error = %e, job = record.body.as_deref().unwrap_or(""),
+                    "fan-out job failed its last attempt and goes to the dead-letter queue: \
+                     fix the cause, then run `im-server redrive`");
+            } else {
+                tracing::warn!(message_id = %id, receives, error = %e, "fan-out job failed; SQS will redeliver it");
+            }
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
             response.batch_item_failures.push(failure);
