@@ -517,7 +517,12 @@ async fn the_server_keeps_serving_after_bad_requests() {
     // stops reading, so a client still uploading may see the connection close instead. A
     // client of its own, so the shared pool never reuses that half-closed connection (a CI run
     // saw the next request fail with a broken pipe).
-    let big = reqwest::Client::new().put(format!("{}/v1/me", s.base)).bearer_auth(&a.token).body(vec![b'x'; 2_000_000]).send().await;
+    let big = reqwest::Client::new()
+        .put(format!("{}/v1/me", s.base))
+        .bearer_auth(&a.token)
+        .body(vec![b'x'; 2_000_000])
+        .send()
+        .await;
     if let Ok(resp) = big {
         assert_eq!(resp.status(), S::PAYLOAD_TOO_LARGE);
     }

@@ -68,7 +68,38 @@ mod embedded_only {
         assert_eq!(q.release_in_flight().await.unwrap(), 1);
         let got = q.receive("work", 10, Duration::from_secs(30), Duration::ZERO).await.unwrap();
         assert_eq!(got.len(), 2, "both jobs are delivered after a restart");
-        assert!(got.iter().any(|d| d.receive_count == 2), "the released job keeps its receive count");
+        assert!(got.iter().all(|d| d.receive_count == 1), "the crash is not held against the job");
+    }
+
+    /// A receive that a crash interrupted is given back, ten times at most: a job that kills
+    /// its process still reaches the DLQ. A job that failed (retry_after) is not refunded.
+    #[tokio::test]
+    async fn a_crash_is_not_held_against_a_job_up_to_ten_times() {
+        let path = temp_dir().join("q.redb");
+        EmbeddedQueue::open(&path, conformance::queue::defs())
+            .unwrap()
+            .send_batch("work", vec!["a".into()])
+            .await
+            .unwrap();
+        let mut counts = Vec::new();
+        for _ in 0..12 {
+            let q = EmbeddedQueue::open(&path, conformance::queue::defs()).unwrap();
+            q.release_in_flight().await.unwrap();
+            let d = q.receive("work", 1, Duration::from_secs(600), Duration::ZERO).await.unwrap();
+            counts.push(d[0].receive_count);
+        } // each pass drops the queue with the job in flight: a crash
+        assert_eq!(counts, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2]);
+        let q = EmbeddedQueue::open(&path, conformance::queue::defs()).unwrap();
+        q.release_in_flight().await.unwrap();
+        let d = q.receive("work", 1, Duration::from_secs(600), Duration::ZERO).await.unwrap();
+        assert_eq!(d[0].receive_count, 3, "refunds are used up");
+        q.retry_after("work", &d[0].receipt, Duration::from_secs(600)).await.unwrap();
+        drop(q);
+        let q = EmbeddedQueue::open(&path, conformance::queue::defs()).unwrap();
+        q.release_in_flight().await.unwrap();
+        let d = q.receive("work", 1, Duration::from_secs(600), Duration::ZERO).await.unwrap();
+        assert!(d.is_empty(), "the failed third attempt counted: the job was dead-lettered");
+        assert_eq!(q.depth("work-dlq").await.unwrap().waiting, 1);
     }
 
     /// The embedded queue never hands a message to two receivers while it is in flight.

@@ -285,12 +285,27 @@ async fn fifty_kill_9s_at_random_points_of_sending_and_fanout_lose_duplicate_and
         assert_eq!(stored.iter().map(|m| m.1).collect::<Vec<_>>(), numbers, "{conv}: numbers with a gap");
         assert_eq!(stored, want, "{conv}: the store holds other than what was acknowledged");
         // Every inbox: each message exactly once, in order, once fan-out has caught up.
-        let last = want.last().unwrap().1;
         for r in &readers {
-            s.eventually(120, "fan-out catches up after the last restart", || async {
-                r.inbox_messages(&s, conv).await.last().is_some_and(|(seq, _)| *seq == last)
-            })
-            .await;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let mut held: Vec<i64> = r.inbox_messages(&s, conv).await.iter().map(|(q, _)| *q).collect();
+                held.sort();
+                held.dedup();
+                if held.len() >= numbers.len() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let missing: Vec<&i64> = numbers.iter().filter(|n| !held.contains(n)).collect();
+                    s.kill9();
+                    let stats = s.command("queue-stats");
+                    panic!(
+                        "{conv}: fan-out never caught up: {}'s inbox lacks {missing:?}\n{}",
+                        r.id,
+                        String::from_utf8_lossy(&stats.stdout)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             let (entries, _) = r.sync_from(&s, 0).await;
             let sync_seqs: Vec<i64> = entries.iter().map(|e| e["sync_seq"].as_i64().unwrap()).collect();
             assert!(sync_seqs.windows(2).all(|w| w[0] < w[1]), "{}'s inbox out of sync_seq order", r.id);

@@ -16,13 +16,22 @@ const MESSAGES: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("mes
 /// (queue, visible_at_ms, id) → ().
 const VISIBLE: TableDefinition<(&str, u64, u128), ()> = TableDefinition::new("visible");
 
-#[derive(Serialize, Deserialize)]
+/// Receives that a crash interrupted and that are given back to a message, at most.
+const MAX_CRASH_REFUNDS: u32 = 10;
+
+#[derive(Serialize, Deserialize, Default)]
 struct Stored {
     body: String,
     receive_count: u32,
     visible_at: u64,
     /// The token of the latest receive (0 before the first).
     token: u64,
+    /// Received and neither acknowledged nor handed back with `retry_after`: a worker has it.
+    #[serde(default)]
+    leased: bool,
+    /// How many receives `release_in_flight` gave back.
+    #[serde(default)]
+    crash_refunds: u32,
 }
 
 #[derive(Clone)]
@@ -104,8 +113,12 @@ impl EmbeddedQueue {
 
     /// Makes every received-but-unacknowledged message visible at once. Only for a process that
     /// is the queue's sole consumer, at start-up: whatever was in flight belonged to a process
-    /// that is gone (a crash), so there is no point waiting out its visibility timeout. Receive
-    /// counts are kept, so a job that keeps crashing its worker still ends in the DLQ.
+    /// that is gone (a crash), so there is no point waiting out its visibility timeout.
+    ///
+    /// The receive the crash interrupted is given back: the job did not fail, the process died
+    /// (the kill -9 loop dead-lettered index batches that were merely running at each kill).
+    /// At most `MAX_CRASH_REFUNDS` times per message, so a job that itself crashes the process
+    /// still reaches the DLQ, after that many more receives.
     pub async fn release_in_flight(&self) -> Result<usize, QueueError> {
         self.write(|txn| {
             let now = now_ms();
@@ -124,6 +137,11 @@ impl EmbeddedQueue {
             for (q, _, id) in &late {
                 if let Some(mut m) = take(txn, q, *id)? {
                     m.visible_at = now;
+                    if m.leased && m.receive_count > 0 && m.crash_refunds < MAX_CRASH_REFUNDS {
+                        m.receive_count -= 1;
+                        m.crash_refunds += 1;
+                    }
+                    m.leased = false;
                     put(txn, q, *id, &m)?;
                 }
             }
@@ -240,7 +258,7 @@ impl EmbeddedQueue {
                     let Some(mut m) = take(txn, &def.name, id)? else { continue };
                     if let (Some(dlq), true) = (&def.dead_letter, m.receive_count >= def.max_receives) {
                         // Received max_receives times and never acknowledged: a dead letter.
-                        let moved = Stored { body: m.body, receive_count: 0, visible_at: now, token: 0 };
+                        let moved = Stored { body: m.body, visible_at: now, ..Stored::default() };
                         put(txn, dlq, fresh_ids[dead.min(fresh_ids.len() - 1)], &moved)?;
                         dead += 1;
                         tracing::error!(queue = %def.name, dead_letter_queue = %dlq, receives = m.receive_count,
@@ -252,6 +270,7 @@ impl EmbeddedQueue {
                     }
                     m.receive_count += 1;
                     m.token += 1;
+                    m.leased = true;
                     m.visible_at = now + visibility.as_millis() as u64;
                     put(txn, &def.name, id, &m)?;
                     out.push(Delivery {
@@ -277,7 +296,7 @@ impl Queue for EmbeddedQueue {
         self.write(move |txn| {
             let now = now_ms();
             for (id, body) in ids.into_iter().zip(bodies) {
-                put(txn, &queue, id, &Stored { body, receive_count: 0, visible_at: now, token: 0 })?;
+                put(txn, &queue, id, &Stored { body, visible_at: now, ..Stored::default() })?;
             }
             Ok(())
         })
@@ -316,6 +335,7 @@ impl Queue for EmbeddedQueue {
         self.with_current_receipt(queue, receipt_handle, move |txn, queue, id| {
             if let Some(mut m) = take(txn, queue, id)? {
                 m.visible_at = now_ms() + delay.as_millis() as u64;
+                m.leased = false;
                 put(txn, queue, id, &m)?;
             }
             Ok(())
@@ -338,7 +358,7 @@ impl Queue for EmbeddedQueue {
                 let now = now_ms();
                 for &id in &ids {
                     if let Some(m) = take(txn, &dlq, id)? {
-                        put(txn, &def.name, id, &Stored { body: m.body, receive_count: 0, visible_at: now, token: 0 })?;
+                        put(txn, &def.name, id, &Stored { body: m.body, visible_at: now, ..Stored::default() })?;
                     }
                 }
                 Ok(ids.len())
