@@ -130,6 +130,29 @@ async fn a_job_lost_before_it_reached_the_queue_is_recovered_by_the_outbox_sweep
 }
 
 #[tokio::test]
+async fn the_sweeper_gives_up_on_a_fanout_that_keeps_failing_and_redrive_finishes_it() {
+    let f = fixture(0).await;
+    let seq = f.send("m1").await;
+    // Every job of this fan-out fails and is dead-lettered (here: taken and dropped).
+    let mut requeued = Vec::new();
+    for _ in 0..8 {
+        for job in f.take_jobs().await {
+            f.queue.ack(FANOUT, &job.receipt).await.unwrap();
+        }
+        requeued.push(f.svc.sweep_outbox().await.unwrap());
+    }
+    assert_eq!(requeued, [1, 1, 1, 1, 1, 0, 0, 0], "five re-enqueues, then the DLQ is left to the operator");
+    // The row stays: a later run of the job (a redrive) completes the fan-out and removes it.
+    let job = im_shared::service::FanoutJob::message(&f.group, seq).to_body();
+    f.queue.send_batch(FANOUT, vec![job]).await.unwrap();
+    f.run_all_jobs(1).await;
+    assert_eq!(f.copies(seq).await, vec![1; 10]);
+    // A client retry re-enqueues a fan-out only while its outbox row exists.
+    assert_eq!(f.send("m1").await, seq);
+    assert!(f.take_jobs().await.is_empty(), "the finished fan-out removed its outbox row");
+}
+
+#[tokio::test]
 async fn a_client_retry_after_a_lost_job_restarts_the_fanout() {
     let f = fixture(30_000).await;
     let seq = f.send("m1").await;

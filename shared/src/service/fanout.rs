@@ -31,7 +31,16 @@ pub(crate) struct OutboxRow {
     seq: i64,
     created_at: i64,
     enqueued_at: i64,
+    /// How many times the sweeper re-enqueued it.
+    #[serde(default)]
+    sweeps: u32,
 }
+
+/// Re-enqueues of one unfinished fan-out, at most. A job lost before it reached the queue is
+/// back after the first; one still unfinished after this many is failing, and is in (or on its
+/// way to) the dead-letter queue: re-enqueueing it forever would only fill the DLQ with copies.
+/// Its outbox row stays, so the fan-out redriven from the DLQ deletes it when it completes.
+const MAX_SWEEPS: u32 = 5;
 
 impl OutboxRow {
     fn key_of(conversation_id: &str, seq: i64) -> Key {
@@ -52,6 +61,7 @@ impl OutboxRow {
             seq: m.seq,
             created_at: m.send_time,
             enqueued_at: m.send_time,
+            sweeps: 0,
         }
     }
 
@@ -210,16 +220,30 @@ impl Service {
                     self.tables.query(Query::new(&OUTBOX, format!("p{shard}")).limit(200).cursor(cursor)).await?;
                 for item in page.items {
                     let row: OutboxRow = from_item(item)?;
-                    if row.enqueued_at > now - self.cfg.outbox_grace_ms {
+                    if row.enqueued_at > now - self.cfg.outbox_grace_ms || row.sweeps > MAX_SWEEPS {
+                        continue;
+                    }
+                    let key = OutboxRow::key_of(&row.conversation_id, row.seq);
+                    if row.sweeps == MAX_SWEEPS {
+                        tracing::error!(conversation_id = %row.conversation_id, seq = row.seq, sweeps = row.sweeps,
+                            "a fan-out is still unfinished after repeated re-enqueues; its job keeps failing and \
+                             is in the dead-letter queue: fix the cause, then run `im-server redrive`");
+                        // Once: the row is marked so later sweeps pass over it quietly.
+                        let mark = Update::new().add("sweeps", 1);
+                        match self.tables.update(&OUTBOX, &key, mark, Cond::Exists).await {
+                            Ok(_) => {}
+                            Err(e) if e.is_conflict() => {}
+                            Err(e) => return Err(e.into()),
+                        }
                         continue;
                     }
                     tracing::info!(conversation_id = %row.conversation_id, seq = row.seq, "re-enqueueing an unfinished fan-out");
                     let job = FanoutJob::message(&row.conversation_id, row.seq);
                     self.enqueue_index(&[IndexJob::message(&row.conversation_id, row.seq)]).await?;
                     self.queue.send_batch(FANOUT, vec![job.to_body()]).await?;
-                    let key = OutboxRow::key_of(&row.conversation_id, row.seq);
                     // Exists: the fan-out may have finished meanwhile; then there is nothing to touch.
-                    match self.tables.update(&OUTBOX, &key, Update::new().set("enqueued_at", now), Cond::Exists).await {
+                    let update = Update::new().set("enqueued_at", now).add("sweeps", 1);
+                    match self.tables.update(&OUTBOX, &key, update, Cond::Exists).await {
                         Ok(_) => {}
                         Err(e) if e.is_conflict() => {}
                         Err(e) => return Err(e.into()),
