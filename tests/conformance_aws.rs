@@ -22,22 +22,13 @@ use im_shared::tables::dynamo::DynamoTables;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(common::moto_url())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "moto"))
-        .load()
-        .await
-}
-
 /// The tables' prefix of this run; the tables are created by the first case that needs them.
 async fn table_prefix() -> String {
     static PREFIX: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     PREFIX
         .get_or_init(|| async {
             let prefix = format!("{}-", conformance::unique("ct"));
-            let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
+            let client = aws_sdk_dynamodb::Client::new(&common::moto_sdk_config().await);
             DynamoTables::new(client, prefix.clone()).create_tables().await.expect("create tables on moto");
             prefix
         })
@@ -48,12 +39,12 @@ async fn table_prefix() -> String {
 async fn dynamodb() -> Arc<dyn Tables> {
     let prefix = table_prefix().await;
     // A client per case: each case runs on its own runtime.
-    Arc::new(DynamoTables::new(aws_sdk_dynamodb::Client::new(&sdk_config().await), prefix))
+    Arc::new(DynamoTables::new(aws_sdk_dynamodb::Client::new(&common::moto_sdk_config().await), prefix))
 }
 
 async fn sqs() -> Arc<dyn Queue> {
     let q = SqsQueue::new(
-        aws_sdk_sqs::Client::new(&sdk_config().await),
+        aws_sdk_sqs::Client::new(&common::moto_sdk_config().await),
         format!("{}-", conformance::unique("cq")),
         conformance::queue::defs(),
     );
@@ -117,8 +108,9 @@ async fn batch_writes_are_split_into_calls_of_at_most_25_items() {
     use im_shared::tables::WriteOp;
     let prefix = table_prefix().await;
     let counter = Arc::new(BatchCounter::default());
-    let conf =
-        aws_sdk_dynamodb::config::Builder::from(&sdk_config().await).interceptor(CountBatches(counter.clone())).build();
+    let conf = aws_sdk_dynamodb::config::Builder::from(&common::moto_sdk_config().await)
+        .interceptor(CountBatches(counter.clone()))
+        .build();
     let t = DynamoTables::new(aws_sdk_dynamodb::Client::from_conf(conf), prefix);
     let conv = conformance::unique("g_chunk");
     let ops: Vec<WriteOp> = (1..=26)
@@ -183,8 +175,9 @@ async fn a_retried_transaction_carries_the_same_client_request_token() {
     use im_shared::tables::{Cond, Key, TxOp};
     let prefix = table_prefix().await;
     let seen = Arc::new(LoseFirstAnswer::default());
-    let conf =
-        aws_sdk_dynamodb::config::Builder::from(&sdk_config().await).interceptor(LoseFirst(seen.clone())).build();
+    let conf = aws_sdk_dynamodb::config::Builder::from(&common::moto_sdk_config().await)
+        .interceptor(LoseFirst(seen.clone()))
+        .build();
     let t = DynamoTables::new(aws_sdk_dynamodb::Client::from_conf(conf), prefix);
     let conv = conformance::unique("g_token");
     let item = serde_json::json!({"timeline_id": conv, "seq": 1}).as_object().unwrap().clone();

@@ -21,7 +21,8 @@ async fn send(s: &Server, u: &User, conv: &str, id: &str) -> (S, Value) {
         .await
 }
 
-fn data_file_sizes(s: &Server) -> u64 {
+/// The size of the larger of the two data files.
+fn largest_data_file(s: &Server) -> u64 {
     ["tables.redb", "queue.redb"].iter().map(|f| std::fs::metadata(s.dir.join(f)).unwrap().len()).max().unwrap()
 }
 
@@ -41,7 +42,7 @@ async fn a_full_disk_gives_503s_and_the_server_recovers_once_there_is_room() {
     }
 
     // The disk fills up: keep sending until the server says it cannot write.
-    s.limit_file_size(Some(data_file_sizes(&s)));
+    s.limit_file_size(Some(largest_data_file(&s)));
     let mut refused = None;
     for i in 0..2000 {
         let conv = if i % 2 == 0 { &group } else { &single };

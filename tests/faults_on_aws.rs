@@ -9,6 +9,10 @@
 
 mod common;
 
+// For `unique`: the suites themselves run in conformance_aws.rs.
+#[allow(dead_code)]
+mod conformance;
+
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_dynamodb::config::interceptors::{
     BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
@@ -174,21 +178,6 @@ impl Intercept for Injector {
     }
 }
 
-async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(common::moto_url())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "moto"))
-        .load()
-        .await
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{prefix}{:x}{}", now, N.fetch_add(1, Ordering::SeqCst))
-}
-
 struct Fixture {
     svc: Arc<Service>,
     tables: Arc<DynamoTables>,
@@ -199,8 +188,8 @@ struct Fixture {
 /// A service on fresh DynamoDB tables (through the injector) and SQS queues that dead-letter
 /// after `max_receives`, all on moto; no faults until the test sets a rule.
 async fn fixture(max_receives: u32) -> Fixture {
-    let conf = sdk_config().await;
-    let prefix = format!("{}-", unique("ft"));
+    let conf = common::moto_sdk_config().await;
+    let prefix = format!("{}-", conformance::unique("ft"));
     DynamoTables::new(aws_sdk_dynamodb::Client::new(&conf), prefix.clone()).create_tables().await.unwrap();
     let plan = Plan::new(|_, _, _| None);
     let dynamo_conf = aws_sdk_dynamodb::config::Builder::from(&conf).interceptor(Injector(plan.clone())).build();
@@ -305,7 +294,7 @@ async fn throttling_server_errors_and_unprocessed_items_are_retried_and_lose_not
         assert_eq!(f.inbox(user, &conv).await, (1..=10).collect::<Vec<_>>(), "{user}'s inbox");
     }
     // A batch of 60 writes (three calls of 25, 25 and 10), each partly unprocessed at first.
-    let store = unique("g_batch");
+    let store = conformance::unique("g_batch");
     let ops = (1..=60)
         .map(|seq| im_shared::tables::WriteOp::Put {
             table: &im_shared::schema::STORE,

@@ -360,6 +360,16 @@ pub fn aws_env(prefix: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// An SDK configuration for the moto server, with its fake credentials.
+pub async fn moto_sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto_url())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "moto"))
+        .load()
+        .await
+}
+
 /// The moto server's URL: given, or started once for this test process.
 pub fn moto_url() -> String {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
