@@ -1,32 +1,144 @@
-//! A redb database file that recovers from I/O failures, shared by the embedded tables and the
-//! embedded queue.
+//! A redb database file that recovers from I/O failures and shares its commits, used by the
+//! embedded tables and the embedded queue.
 //!
-//! redb latches an I/O error (a full disk, a file that may not grow, a failing device): every
-//! later operation on that `Database` fails with `PreviousIo` until it is closed and opened
-//! again. So an operation that fails with an I/O error retires the database, and the next
-//! operation opens the file again, which runs redb's recovery if the failed commit needs it.
-//! Until the disk is fixed each attempt fails again, which callers report as `503`; once it is
-//! fixed the next request succeeds, with no restart. A commit is atomic either way: what a
+//! **Group commit.** Every write goes to one committer thread per file. It takes every write
+//! that is waiting, runs them one after the other in a single redb write transaction, commits
+//! it once (`Durability::Immediate`: one fsync) and only then answers each. Concurrent writes
+//! thus share one disk sync instead of queueing for one each, and nothing changes for a
+//! caller: a write is acknowledged only once it is durable, each write sees the ones before it
+//! (the order is the commit order), and a commit that fails fails every write in it.
+//!
+//! A write that fails before writing anything (a failed condition: [`IoFailure::wrote_nothing`])
+//! simply answers its error and the others go ahead. One that fails any other way may have
+//! written part of its work, so the shared transaction is dropped (redb aborts it) and each write
+//! of the batch runs again in a transaction of its own: the rare case pays, never the common one.
+//!
+//! **I/O failures.** redb latches an I/O error (a full disk, a file that may not grow, a failing
+//! device): every later operation on that `Database` fails with `PreviousIo` until it is closed
+//! and opened again. So an operation that fails with an I/O error retires the database, and the
+//! next operation opens the file again, which runs redb's recovery if the failed commit needs
+//! it. Until the disk is fixed each attempt fails again, which callers report as `503`; once it
+//! is fixed the next request succeeds, with no restart. A commit is atomic either way: what a
 //! failed commit wrote is not visible after the reopen.
 
-use redb::Database;
+use redb::{Database, WriteTransaction};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// While the disk stays full every write fails; one error line this often is enough.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Writes folded into one commit, at most: bounds the work a failed batch repeats.
+const MAX_BATCH: usize = 512;
+
 /// An adapter's error, as far as this module needs to know it.
-pub trait IoFailure: std::fmt::Display {
+pub trait IoFailure: std::fmt::Display + Send + 'static {
     /// Whether the error is an I/O failure (the adapter's "unavailable").
     fn is_io(&self) -> bool;
     /// The error for a file that cannot be opened again yet.
     fn unavailable(message: String) -> Self;
+    /// Any other failure of the database itself.
+    fn internal(message: String) -> Self;
+    /// Whether a write that returned this error is known to have written nothing (it checks its
+    /// conditions before it writes), so the writes sharing its commit may go ahead.
+    fn wrote_nothing(&self) -> bool {
+        false
+    }
+}
+
+/// Why a whole commit failed, handed to every write in it.
+#[derive(Debug, Clone)]
+struct Failure {
+    io: bool,
+    message: String,
+}
+
+impl Failure {
+    fn of(e: impl Into<redb::Error>) -> Self {
+        let e = e.into();
+        Failure { io: matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo), message: e.to_string() }
+    }
+    fn to<E: IoFailure>(&self) -> E {
+        if self.io { E::unavailable(self.message.clone()) } else { E::internal(self.message.clone()) }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// How one write went in a transaction.
+enum Ran {
+    /// Done, or failed having written nothing: the transaction may go on.
+    Clean,
+    /// Failed after it may have written: the transaction must be dropped.
+    Dirty,
+    /// An I/O failure: the database must be retired.
+    Io(Failure),
+}
+
+/// A write waiting for its commit, its result type erased.
+trait Job: Send {
+    fn run(&mut self, txn: &WriteTransaction) -> Ran;
+    /// Answers the caller: its own result, unless its commit failed.
+    fn finish(self: Box<Self>, failed: Option<&Failure>);
+}
+
+struct Pending<T, E, F> {
+    write: F,
+    out: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> Job for Pending<T, E, F>
+where
+    T: Send + 'static,
+    E: IoFailure,
+    F: Fn(&WriteTransaction) -> Result<T, E> + Send + 'static,
+{
+    fn run(&mut self, txn: &WriteTransaction) -> Ran {
+        // A panicking write must not take the committer (and every later write) with it.
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| (self.write)(txn)))
+            .unwrap_or_else(|_| Err(E::internal("a write panicked; see the log".into())));
+        let ran = match &out {
+            Ok(_) => Ran::Clean,
+            Err(e) if e.is_io() => Ran::Io(Failure { io: true, message: e.to_string() }),
+            Err(e) if e.wrote_nothing() => Ran::Clean,
+            Err(_) => Ran::Dirty,
+        };
+        self.out = Some(out);
+        ran
+    }
+
+    fn finish(self: Box<Self>, failed: Option<&Failure>) {
+        let out = match (failed, self.out) {
+            (Some(f), _) => Err(f.to()),
+            (None, Some(out)) => out,
+            (None, None) => Err(E::internal("a write was answered before it ran".into())),
+        };
+        let _ = self.reply.send(out); // the caller may have gone away (a dropped request)
+    }
 }
 
 pub struct RedbFile {
+    shared: Arc<Shared>,
+    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
+    committer: Option<JoinHandle<()>>,
+}
+
+struct Shared {
     path: PathBuf,
+    /// Commits made and writes answered (committed or refused), for `stats`.
+    commits: AtomicU64,
+    writes: AtomicU64,
     /// Creates the tables a fresh file needs (idempotent), on every open.
     init: fn(&Database) -> Result<(), redb::Error>,
     current: Mutex<State>,
@@ -42,46 +154,174 @@ struct State {
 
 impl RedbFile {
     pub fn open(path: &Path, init: fn(&Database) -> Result<(), redb::Error>) -> Result<Self, redb::Error> {
-        let db = Self::open_db(path, init)?;
+        let db = Shared::open_db(path, init)?;
         let state = State { db: Some(Arc::new(db)), logged_at: None, unlogged: 0 };
-        Ok(RedbFile { path: path.to_path_buf(), init, current: Mutex::new(state) })
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            commits: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            init,
+            current: Mutex::new(state),
+        });
+        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let committer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("redb-commit".into())
+                .spawn(move || {
+                    while let Ok(first) = queue.recv() {
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match queue.try_recv() {
+                                Ok(job) => batch.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                        shared.commit(batch);
+                    }
+                })
+                .map_err(redb::Error::Io)?
+        };
+        Ok(RedbFile { shared, jobs: Some(jobs), committer: Some(committer) })
     }
 
+    /// Runs `f` (blocking) on the open database, for reads; an I/O failure retires the
+    /// database so the next call opens the file again.
+    pub fn run<T, E: IoFailure>(&self, f: impl FnOnce(&Database) -> Result<T, E>) -> Result<T, E> {
+        let db = self.shared.database().map_err(|f| f.to::<E>())?;
+        let out = f(&db);
+        if let Err(e) = &out
+            && e.is_io()
+        {
+            self.shared.retire(&db, e);
+        }
+        out
+    }
+
+    /// Runs `write` in a write transaction shared with the writes waiting alongside it, and
+    /// returns its result once that transaction is durable. `write` may run twice (see the
+    /// module comment), so it must not consume what it captures.
+    pub async fn write<T, E, F>(&self, write: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: IoFailure,
+        F: Fn(&WriteTransaction) -> Result<T, E> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Pending { write, out: None, reply });
+        let stopped = || E::internal(format!("{}: the commit thread has stopped", self.shared.path.display()));
+        self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// How well writes share commits: the benchmark prints `writes / commits`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub commits: u64,
+    pub writes: u64,
+}
+
+impl RedbFile {
+    pub fn stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            writes: self.shared.writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for RedbFile {
+    /// Closes the file before returning, so that it can be opened again at once.
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+    }
+}
+
+impl Shared {
     fn open_db(path: &Path, init: fn(&Database) -> Result<(), redb::Error>) -> Result<Database, redb::Error> {
         let db = Database::create(path)?;
         init(&db)?;
         Ok(db)
     }
 
-    /// Runs `f` (blocking) on the open database; an I/O failure retires the database so the
-    /// next call opens the file again.
-    pub fn run<T, E: IoFailure>(&self, f: impl FnOnce(&Database) -> Result<T, E>) -> Result<T, E> {
-        let db = self.database()?;
-        let out = f(&db);
-        if let Err(e) = &out
-            && e.is_io()
-        {
-            self.retire(&db, e);
+    /// One group commit.
+    fn commit(&self, mut batch: Vec<Box<dyn Job>>) {
+        let db = match self.database() {
+            Ok(db) => db,
+            Err(f) => return batch.into_iter().for_each(|job| job.finish(Some(&f))),
+        };
+        let together = (|| {
+            let txn = db.begin_write().map_err(|e| Some(Failure::of(e)))?;
+            for job in batch.iter_mut() {
+                match job.run(&txn) {
+                    Ran::Clean => {}
+                    Ran::Dirty => return Err(None), // dropping `txn` aborts it
+                    Ran::Io(f) => return Err(Some(f)),
+                }
+            }
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            txn.commit().map_err(|e| Some(Failure::of(e)))
+        })();
+        self.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        match together {
+            Ok(()) => batch.into_iter().for_each(|job| job.finish(None)),
+            Err(Some(f)) => {
+                if f.io {
+                    self.retire(&db, &f);
+                }
+                batch.into_iter().for_each(|job| job.finish(Some(&f)));
+            }
+            // One write failed halfway: each runs again on its own.
+            Err(None) => batch.into_iter().for_each(|job| self.commit_alone(&db, job)),
         }
-        out
     }
 
-    fn database<E: IoFailure>(&self) -> Result<Arc<Database>, E> {
+    fn commit_alone(&self, db: &Arc<Database>, mut job: Box<dyn Job>) {
+        let txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => return job.finish(Some(&Failure::of(e))),
+        };
+        match job.run(&txn) {
+            Ran::Clean => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                let committed = txn.commit().map_err(Failure::of);
+                if let Err(f) = &committed
+                    && f.io
+                {
+                    self.retire(db, f);
+                }
+                job.finish(committed.err().as_ref());
+            }
+            Ran::Dirty => job.finish(None),
+            Ran::Io(f) => {
+                self.retire(db, &f);
+                job.finish(None);
+            }
+        }
+    }
+
+    fn database(&self) -> Result<Arc<Database>, Failure> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(db) = current.db.as_ref() {
             return Ok(db.clone());
         }
         // Fails (DatabaseAlreadyOpen) while an operation that started before the failure still
         // holds the old handle; the next call tries again.
-        let db = Self::open_db(&self.path, self.init)
-            .map_err(|e| E::unavailable(format!("{} cannot be opened again yet: {e}", self.path.display())))?;
+        let db = Self::open_db(&self.path, self.init).map_err(|e| Failure {
+            io: true,
+            message: format!("{} cannot be opened again yet: {e}", self.path.display()),
+        })?;
         tracing::debug!(path = %self.path.display(), "reopened after an I/O failure");
         let db = Arc::new(db);
         current.db = Some(db.clone());
         Ok(db)
     }
 
-    fn retire(&self, failed: &Arc<Database>, error: &impl IoFailure) {
+    fn retire(&self, failed: &Arc<Database>, error: &impl std::fmt::Display) {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if !current.db.as_ref().is_some_and(|db| Arc::ptr_eq(db, failed)) {
             return; // another operation already retired it
@@ -95,5 +335,149 @@ impl RedbFile {
             current.logged_at = Some(Instant::now());
             current.unlogged = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+    const T: TableDefinition<&str, u64> = TableDefinition::new("t");
+
+    #[derive(Debug, PartialEq)]
+    enum E {
+        Io(String),
+        Internal(String),
+        Refused,
+    }
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{self:?}")
+        }
+    }
+    impl IoFailure for E {
+        fn is_io(&self) -> bool {
+            matches!(self, E::Io(_))
+        }
+        fn unavailable(message: String) -> Self {
+            E::Io(message)
+        }
+        fn internal(message: String) -> Self {
+            E::Internal(message)
+        }
+        fn wrote_nothing(&self) -> bool {
+            *self == E::Refused
+        }
+    }
+    fn e(x: impl std::fmt::Display) -> E {
+        E::Internal(x.to_string())
+    }
+
+    fn open() -> (tempfile::TempDir, Arc<RedbFile>) {
+        let dir = tempfile::tempdir().unwrap();
+        let init = |db: &Database| {
+            let txn = db.begin_write()?;
+            txn.open_table(T)?;
+            txn.commit()?;
+            Ok(())
+        };
+        let file = Arc::new(RedbFile::open(&dir.path().join("t.redb"), init).unwrap());
+        (dir, file)
+    }
+
+    fn read(file: &RedbFile, key: &str) -> Option<u64> {
+        file.run(|db| {
+            let txn = db.begin_read().map_err(e)?;
+            let t = txn.open_table(T).map_err(e)?;
+            Ok::<_, E>(t.get(key).map_err(e)?.map(|v| v.value()))
+        })
+        .unwrap()
+    }
+
+    fn add(txn: &WriteTransaction, key: &str, n: u64) -> Result<u64, E> {
+        let mut t = txn.open_table(T).map_err(e)?;
+        let next = t.get(key).map_err(e)?.map_or(0, |v| v.value()) + n;
+        t.insert(key, next).map_err(e)?;
+        Ok(next)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits_and_each_sees_the_one_before() {
+        let (_dir, file) = open();
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let file = file.clone();
+                tokio::spawn(async move { file.write(|txn| add(txn, "n", 1)).await.unwrap() })
+            })
+            .collect();
+        let mut seen: Vec<u64> = Vec::new();
+        for t in tasks {
+            seen.push(t.await.unwrap());
+        }
+        seen.sort();
+        // Serial: every write read the value the one before it wrote.
+        assert_eq!(seen, (1..=200).collect::<Vec<_>>());
+        assert_eq!(read(&file, "n"), Some(200));
+        let stats = file.stats();
+        assert_eq!(stats.writes, 200);
+        assert!(stats.commits < 200, "no commit was shared: {stats:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_fails_halfway_leaves_nothing_and_does_not_sink_its_batch() {
+        let (_dir, file) = open();
+        // Holds the committer, so that the next three writes queue up and share a batch.
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let hold = {
+            let file = file.clone();
+            tokio::spawn(async move {
+                file.write(move |txn| {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.lock().unwrap().recv();
+                    add(txn, "hold", 1)
+                })
+                .await
+            })
+        };
+        tokio::task::spawn_blocking(move || started.recv().unwrap()).await.unwrap();
+        let (f1, f2, f3) = (file.clone(), file.clone(), file.clone());
+        let dirty = tokio::spawn(async move {
+            f1.write(|txn| {
+                add(txn, "dirty", 1)?;
+                Err::<u64, _>(E::Internal("failed after writing".into()))
+            })
+            .await
+        });
+        let refused = tokio::spawn(async move { f2.write(|_txn| Err::<u64, _>(E::Refused)).await });
+        let good = tokio::spawn(async move { f3.write(|txn| add(txn, "good", 1)).await });
+        tokio::time::sleep(Duration::from_millis(200)).await; // the three are queued
+        release.send(()).unwrap();
+        assert_eq!(hold.await.unwrap(), Ok(1));
+        assert_eq!(dirty.await.unwrap(), Err(E::Internal("failed after writing".into())));
+        assert_eq!(refused.await.unwrap(), Err(E::Refused));
+        assert_eq!(good.await.unwrap(), Ok(1));
+        assert_eq!(read(&file, "dirty"), None, "the half-done write was rolled back");
+        assert_eq!(read(&file, "good"), Some(1));
+        assert_eq!(read(&file, "hold"), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_is_an_error_and_the_file_stays_writable() {
+        let (_dir, file) = open();
+        let out: Result<u64, E> = file.write(|_txn| panic!("boom")).await;
+        assert!(matches!(out, Err(E::Internal(_))), "{out:?}");
+        assert_eq!(file.write(|txn| add(txn, "after", 1)).await, Ok(1));
+    }
+
+    #[test]
+    fn dropping_the_file_closes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let init = |_: &Database| Ok(());
+        drop(RedbFile::open(&path, init).unwrap());
+        RedbFile::open(&path, init).expect("reopened at once");
     }
 }

@@ -69,6 +69,9 @@ impl IoFailure for QueueError {
     fn unavailable(message: String) -> Self {
         QueueError::Unavailable(message)
     }
+    fn internal(message: String) -> Self {
+        QueueError::Internal(format!("embedded queue: {message}"))
+    }
 }
 
 fn decode(bytes: &[u8]) -> Result<Stored, QueueError> {
@@ -156,7 +159,7 @@ impl EmbeddedQueue {
         &self,
         queue: &str,
         receipt_handle: &str,
-        f: impl FnOnce(&WriteTransaction, &str, u128) -> Result<(), QueueError> + Send + 'static,
+        f: impl Fn(&WriteTransaction, &str, u128) -> Result<(), QueueError> + Send + 'static,
     ) -> Result<(), QueueError> {
         self.def(queue)?;
         let Some((id, token)) = parse_receipt(receipt_handle) else {
@@ -187,21 +190,12 @@ impl EmbeddedQueue {
         g.generate().map(u128::from).map_err(|e| QueueError::Internal(format!("id generator: {e}")))
     }
 
+    /// A write, in a commit shared with the writes alongside it (see `redb_file`).
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<T, QueueError> + Send + 'static,
+        f: impl Fn(&WriteTransaction) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            db.run(|db| {
-                let txn = db.begin_write().map_err(map_err)?;
-                let out = f(&txn)?;
-                txn.commit().map_err(map_err)?;
-                Ok(out)
-            })
-        })
-        .await
-        .map_err(|e| QueueError::Internal(format!("blocking task failed: {e}")))?
+        self.db.write(f).await
     }
 
     /// Whether any message of `queue` is due, from a read transaction: idle workers poll, and
@@ -295,8 +289,8 @@ impl Queue for EmbeddedQueue {
         let ids = bodies.iter().map(|_| self.next_id()).collect::<Result<Vec<_>, _>>()?;
         self.write(move |txn| {
             let now = now_ms();
-            for (id, body) in ids.into_iter().zip(bodies) {
-                put(txn, &queue, id, &Stored { body, visible_at: now, ..Stored::default() })?;
+            for (&id, body) in ids.iter().zip(&bodies) {
+                put(txn, &queue, id, &Stored { body: body.clone(), visible_at: now, ..Stored::default() })?;
             }
             Ok(())
         })

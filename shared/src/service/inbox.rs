@@ -161,11 +161,17 @@ impl Service {
                 }
                 groups.push((user.clone(), ops));
             }
+            // The chunks touch distinct inboxes, so they go at once: on the embedded backend
+            // they share one commit, on DynamoDB their round trips overlap.
+            let outcomes = futures_util::future::join_all(groups.chunks(batch).map(|chunk| async move {
+                let ops: Vec<TxOp> = chunk.iter().flat_map(|(_, ops)| ops.iter().cloned()).collect();
+                (chunk, self.tables.transact(ops).await)
+            }))
+            .await;
             let mut done = HashSet::new();
             let mut conflicted = false;
-            for chunk in groups.chunks(batch) {
-                let ops: Vec<TxOp> = chunk.iter().flat_map(|(_, ops)| ops.iter().cloned()).collect();
-                match self.tables.transact(ops).await {
+            for (chunk, outcome) in outcomes {
+                match outcome {
                     Ok(()) => done.extend(chunk.iter().map(|(u, _)| u.clone())),
                     Err(e) if e.is_conflict() => conflicted = true,
                     Err(e) => return Err(e.into()),

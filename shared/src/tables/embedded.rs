@@ -5,9 +5,10 @@
 //! escaped as 0x00 0xFF and a 0x00 0x00 terminator; a number is 8 big-endian bytes with the sign
 //! bit flipped. A base item's key is `enc(pk) enc(sk)`; an index entry's key is
 //! `enc(index pk) enc(index sk) enc(base pk) enc(base sk)` and its value is the base key, so an
-//! index read sees exactly the items of the same snapshot. Every write runs in one redb write
-//! transaction committed with `Durability::Immediate` (fsync), so a crash loses nothing that
-//! was acknowledged, and a transaction's ops apply all or nothing.
+//! index read sees exactly the items of the same snapshot. Every write runs in a redb write
+//! transaction committed with `Durability::Immediate` (fsync) before it is acknowledged, so a
+//! crash loses nothing that was acknowledged, and a transaction's ops apply all or nothing.
+//! Concurrent writes share one commit (`redb_file`'s group commit).
 
 use super::*;
 use crate::redb_file::{IoFailure, RedbFile};
@@ -44,6 +45,13 @@ impl IoFailure for StoreError {
     fn unavailable(message: String) -> Self {
         StoreError::Unavailable(message)
     }
+    fn internal(message: String) -> Self {
+        StoreError::Internal(format!("embedded tables: {message}"))
+    }
+    /// Every write here checks its conditions before it writes.
+    fn wrote_nothing(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
+    }
 }
 
 impl RedbTables {
@@ -62,17 +70,12 @@ impl RedbTables {
             .map_err(|e| StoreError::Internal(format!("blocking task failed: {e}")))?
     }
 
+    /// A write, in a commit shared with the writes alongside it (see `redb_file`).
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        f: impl Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(|e| map_err(e.into()))?;
-            let out = f(&txn)?; // dropping an uncommitted transaction aborts it
-            txn.commit().map_err(|e| map_err(e.into()))?;
-            Ok(out)
-        })
-        .await
+        self.db.write(f).await
     }
 
     /// Deletes every item whose TTL attribute is at or before `now_secs`; returns how many.
