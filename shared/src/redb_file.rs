@@ -136,7 +136,7 @@ pub struct RedbFile {
 
 struct Shared {
     path: PathBuf,
-    /// Commits made and writes answered (committed or refused), for `stats`.
+    /// Commits made and the writes they carried (refused ones included), for `stats`.
     commits: AtomicU64,
     writes: AtomicU64,
     /// Creates the tables a fresh file needs (idempotent), on every open.
@@ -263,10 +263,11 @@ impl Shared {
                     Ran::Io(f) => return Err(Some(f)),
                 }
             }
-            self.commits.fetch_add(1, Ordering::Relaxed);
             txn.commit().map_err(|e| Some(Failure::of(e)))
         })();
-        self.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if together.is_ok() {
+            self.count(batch.len());
+        }
         match together {
             Ok(()) => batch.into_iter().for_each(|job| job.finish(None)),
             Err(Some(f)) => {
@@ -287,8 +288,10 @@ impl Shared {
         };
         match job.run(&txn) {
             Ran::Clean => {
-                self.commits.fetch_add(1, Ordering::Relaxed);
                 let committed = txn.commit().map_err(Failure::of);
+                if committed.is_ok() {
+                    self.count(1);
+                }
                 if let Err(f) = &committed
                     && f.io
                 {
@@ -302,6 +305,12 @@ impl Shared {
                 job.finish(None);
             }
         }
+    }
+
+    fn count(&self, writes: usize) {
+        // Writes first: a reader never sees a commit without its writes.
+        self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
     }
 
     fn database(&self) -> Result<Arc<Database>, Failure> {

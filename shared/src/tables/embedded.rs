@@ -78,6 +78,11 @@ impl RedbTables {
         self.db.write(f).await
     }
 
+    /// How many commits the writes so far took (the benchmark's writes per commit).
+    pub fn commit_stats(&self) -> crate::redb_file::CommitStats {
+        self.db.stats()
+    }
+
     /// Deletes every item whose TTL attribute is at or before `now_secs`; returns how many.
     /// DynamoDB does this on its own, lazily; the local server runs it periodically. Readers
     /// must not rely on either being prompt (the service filters expired items itself).

@@ -1,0 +1,142 @@
+//! The benchmark's HTTP client: what an app does, through the server's real HTTP API.
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: String,
+    pub token: String,
+}
+
+/// Requests in flight at once while setting up (users, friendships, members).
+const SETUP_CONCURRENCY: usize = 32;
+
+impl Api {
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("HTTP client");
+        Api { http, base: format!("http://{addr}") }
+    }
+
+    /// One request; anything but a 2xx is an error naming the request and the answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| format!("{method} {path}: {e}"))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| format!("{method} {path}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("{method} {path}: {status} {text}"));
+        }
+        if text.is_empty() { Ok(Value::Null) } else { serde_json::from_str(&text).map_err(|e| format!("{path}: {e}")) }
+    }
+
+    /// How many items a page of a list has. The page is parsed only that far: the client
+    /// shares the machine with the server, and every cycle it spends is one the server loses.
+    pub async fn count_items(&self, user: &User, path: &str) -> Result<usize, String> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            items: Vec<serde::de::IgnoredAny>,
+        }
+        let resp = self.http.get(format!("{}{path}", self.base)).bearer_auth(&user.token).send().await;
+        let resp = resp.map_err(|e| format!("GET {path}: {e}"))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| format!("GET {path}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("GET {path}: {status} {}", String::from_utf8_lossy(&body)));
+        }
+        let page: Page = serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))?;
+        Ok(page.items.len())
+    }
+
+    pub async fn get(&self, user: &User, path: &str) -> Result<Value, String> {
+        self.call(Method::GET, path, Some(&user.token), None).await
+    }
+
+    pub async fn post(&self, user: &User, path: &str, body: Value) -> Result<Value, String> {
+        self.call(Method::POST, path, Some(&user.token), Some(body)).await
+    }
+
+    /// A user with a profile (a dev-mode token).
+    pub async fn user(&self, id: &str) -> Result<User, String> {
+        let v = self.call(Method::POST, "/v1/dev/token", None, Some(json!({"user_id": id}))).await?;
+        let token = v["token"].as_str().ok_or("no token")?.to_string();
+        self.call(Method::PUT, "/v1/me", Some(&token), Some(json!({"name": format!("{id} name")}))).await?;
+        Ok(User { id: id.to_string(), token })
+    }
+
+    pub async fn users(&self, ids: Vec<String>) -> Result<Vec<User>, String> {
+        stream::iter(ids).map(|id| async move { self.user(&id).await }).buffered(SETUP_CONCURRENCY).try_collect().await
+    }
+
+    /// Makes two users friends; returns their conversation id.
+    pub async fn befriend(&self, a: &User, b: &User) -> Result<String, String> {
+        self.post(a, "/v1/friend-requests", json!({"to": b.id})).await?;
+        let v = self.post(b, &format!("/v1/friend-requests/{}/accept", a.id), json!({})).await?;
+        Ok(v["conversation_id"].as_str().ok_or("no conversation_id")?.to_string())
+    }
+
+    /// A group of `owner` and `members`: up to 29 named at creation, the rest join (it is open).
+    pub async fn group(&self, owner: &User, members: &[User]) -> Result<String, String> {
+        let (named, joining) = members.split_at(members.len().min(29));
+        let ids: Vec<&str> = named.iter().map(|m| m.id.as_str()).collect();
+        let v = self.post(owner, "/v1/groups", json!({"name": "bench", "join_policy": "open", "members": ids})).await?;
+        let group = v["group_id"].as_str().ok_or("no group_id")?.to_string();
+        let path = format!("/v1/groups/{group}/join");
+        stream::iter(joining)
+            .map(|m| self.post(m, &path, json!({})))
+            .buffer_unordered(SETUP_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(group)
+    }
+
+    /// Sends a text message; returns its seq.
+    pub async fn send(&self, from: &User, conversation: &str, client_msg_id: &str, text: &str) -> Result<i64, String> {
+        let v = self
+            .post(
+                from,
+                &format!("/v1/conversations/{conversation}/messages"),
+                json!({"client_msg_id": client_msg_id, "type": "text", "text": text}),
+            )
+            .await?;
+        v["seq"].as_i64().ok_or_else(|| format!("no seq in {v}"))
+    }
+
+    /// One sync page after `after`: its entries and the checkpoint to continue from.
+    pub async fn sync(&self, user: &User, after: i64, limit: usize) -> Result<(Vec<Value>, i64, bool), String> {
+        let v = self.get(user, &format!("/v1/sync?after={after}&limit={limit}")).await?;
+        let items = v["items"].as_array().cloned().ok_or("no items")?;
+        Ok((items, v["next_after"].as_i64().ok_or("no next_after")?, v["has_more"].as_bool().unwrap_or(false)))
+    }
+
+    /// The checkpoint after everything now in `user`'s inbox.
+    pub async fn sync_end(&self, user: &User) -> Result<i64, String> {
+        let mut after = 0;
+        loop {
+            let (_, next, more) = self.sync(user, after, 500).await?;
+            after = next;
+            if !more {
+                return Ok(after);
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The benchmark: the local server (embedded backend) through real HTTP on loopback, each
+//! scenario next to its baseline on redb alone. Prints a table and writes it as JSON.
+//!
+//!     cargo run --release -p im-bench -- all
+//!     cargo run --release -p im-bench -- send sync      # some scenarios
+//!
+//! `IM_BENCH_SECS` (default 3) is how long each point runs; `IM_BENCH_OUT` (default
+//! `target/im-bench.json`) where the JSON goes; `IM_BENCH_GROUPS` (default 10,100,1000,10000)
+//! the group sizes.
+
+mod api;
+mod baseline;
+mod measure;
+mod scenarios;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use futures_util::FutureExt;
+use im_shared::queue::Queue;
+use im_shared::queue::names::{FANOUT, INDEX};
+use measure::round;
+use scenarios::{Bench, Row};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const SCENARIOS: [&str; 6] = ["send", "sync", "history", "conversations", "search", "groups"];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let chosen: Vec<&str> = if args.is_empty() || args.iter().any(|a| a == "all") {
+        SCENARIOS.to_vec()
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
+    if let Some(bad) = chosen.iter().find(|c| !SCENARIOS.contains(c)) {
+        eprintln!("im-bench: unknown scenario {bad:?}; choose from all {}", SCENARIOS.join(" "));
+        std::process::exit(2);
+    }
+    if std::env::var_os("IM_LOG").is_none() {
+        // SAFETY: no other thread exists yet to read the environment.
+        unsafe { std::env::set_var("IM_LOG", "warn") };
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Err(e) = rt.block_on(run(&chosen)) {
+        eprintln!("im-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match std::env::var(name) {
+        Ok(v) => v.parse().map_err(|_| format!("{name}={v:?} is not valid")),
+        Err(_) => Ok(default),
+    }
+}
+
+async fn run(chosen: &[&str]) -> Result<(), String> {
+    let secs: f64 = env_or("IM_BENCH_SECS", 3.0)?;
+    let out_path: String = env_or("IM_BENCH_OUT", "target/im-bench.json".to_string())?;
+    let sizes: Vec<usize> = env_or("IM_BENCH_GROUPS", "10,100,1000,10000".to_string())?
+        .split(',')
+        .map(|s| s.trim().parse().map_err(|_| format!("IM_BENCH_GROUPS: {s:?}")))
+        .collect::<Result<_, _>>()?;
+    let dir = std::env::temp_dir().join(format!("im-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+
+    // The server as `cargo run` starts it, minus what would measure something else: no send
+    // rate limit, room for the largest group, logs at warn.
+    let mut cfg = im_server::config::Config::from_env()?;
+    cfg.backend = im_server::config::Backend::Embedded;
+    cfg.opensearch = None;
+    cfg.data_dir = dir.join("server");
+    cfg.addr = "127.0.0.1:0".into();
+    cfg.service.send_rate_per_sec = 0.0;
+    cfg.service.max_group_members = cfg.service.max_group_members.max(sizes.iter().copied().max().unwrap_or(0) as i64);
+    cfg.service.max_friends_per_user = cfg.service.max_friends_per_user.max(1000);
+    im_functions::env::init_logging(false);
+    let server = im_server::server::start(cfg).await?;
+    let (tables, queue) = match (&server.tables, &server.queue) {
+        (Some(t), Some(q)) => (t.clone(), q.clone()),
+        _ => return Err("the benchmark runs on the embedded backend".into()),
+    };
+    let quiesce = move || {
+        let queue = queue.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            loop {
+                let mut busy = 0;
+                for name in [FANOUT, INDEX] {
+                    let d = queue.depth(name).await.map_err(|e| e.to_string())?;
+                    busy += d.waiting + d.in_flight;
+                }
+                if busy == 0 {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("{busy} jobs still queued after 300 s"));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        .boxed()
+    };
+    let direct = baseline::Direct::open(&dir.join("baseline.redb"))?;
+    let mut bench = Bench::new(
+        api::Api::new(server.addr),
+        Duration::from_secs_f64(secs),
+        direct,
+        Box::new(move || tables.commit_stats()),
+        Box::new(quiesce),
+    );
+
+    let started = Instant::now();
+    let mut rows: Vec<Row> = Vec::new();
+    for &name in SCENARIOS.iter().filter(|s| chosen.contains(s)) {
+        eprintln!("im-bench: {name}...");
+        let t = Instant::now();
+        let new = match name {
+            "send" => bench.send().await?,
+            "sync" => bench.sync().await?,
+            "history" => bench.history().await?,
+            "conversations" => bench.conversations().await?,
+            "search" => bench.search().await?,
+            "groups" => bench.groups(&sizes).await?,
+            _ => unreachable!("checked in main"),
+        };
+        eprintln!("im-bench: {name} took {:.0} s", t.elapsed().as_secs_f64());
+        print_rows(&new, rows.is_empty());
+        rows.extend(new);
+    }
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let report = json!({
+        "commit": git_commit(),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "secs_per_point": secs,
+        "total_secs": round(started.elapsed().as_secs_f64()),
+        "results": rows.iter().map(|r| json!({
+            "scenario": r.scenario,
+            "clients": r.clients,
+            "ours": r.ours.json(),
+            "baseline": r.baseline.as_ref().map(|b| b.json()),
+            "ratio": r.ratio().map(round),
+            "writes_per_commit": r.writes_per_commit.map(round),
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(parent) = std::path::Path::new(&out_path).parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(&out_path, serde_json::to_string_pretty(&report).expect("JSON"))
+        .map_err(|e| format!("{out_path}: {e}"))?;
+    println!("\n{} cores, commit {}; written to {out_path}", report["cores"], report["commit"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn print_rows(rows: &[Row], header: bool) {
+    if header {
+        println!(
+            "| scenario | clients | ops/s | p50 ms | p99 ms | baseline ops/s | baseline p50 ms | ratio | writes/commit |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    }
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{}", round(v)));
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.clients,
+            round(r.ours.per_sec()),
+            round(r.ours.quantile_ms(0.5)),
+            round(r.ours.quantile_ms(0.99)),
+            f(r.baseline.as_ref().map(|b| b.per_sec())),
+            f(r.baseline.as_ref().map(|b| b.quantile_ms(0.5))),
+            f(r.ratio()),
+            f(r.writes_per_commit),
+        );
+    }
+}
