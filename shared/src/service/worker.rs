@@ -25,14 +25,16 @@ impl Worker {
         }
     }
 
-    /// Jobs taken per receive: no more than the worker handles at once, because a receive
-    /// counts towards a job's dead-letter limit. A fan-out worker holding ten jobs while it runs
-    /// the first would, if the process were killed, charge all ten with a failed attempt: found
-    /// by the kill -9 loop, where jobs that never ran were dead-lettered.
+    /// Jobs taken at once: no more than the worker handles at once, because a receive counts
+    /// towards a job's dead-letter limit. A fan-out worker holding ten jobs while it runs the
+    /// first would, if the process were killed, charge all ten with a failed attempt: found by
+    /// the kill -9 loop, where jobs that never ran were dead-lettered. An index batch is one
+    /// search commit, and a commit per ten messages was a third of the CPU of a send (perf,
+    /// im-bench), so the index worker takes up to a hundred.
     fn batch(self) -> usize {
         match self {
             Worker::Fanout => 1,
-            Worker::Index => 10,
+            Worker::Index => 100,
         }
     }
 }
@@ -74,7 +76,7 @@ impl Service {
     pub async fn run_worker(self: Arc<Self>, worker: Worker, cfg: WorkerConfig, stop: watch::Receiver<bool>) {
         let queue = worker.queue();
         while !*stop.borrow() {
-            let batch = match self.queue.receive(queue, worker.batch(), cfg.visibility, cfg.wait).await {
+            let batch = match self.receive_batch(worker, &cfg).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(queue, error = %e, "worker could not receive; retrying");
@@ -86,22 +88,48 @@ impl Service {
                 continue;
             }
             let outcomes = self.handle_batch(worker, &batch).await;
-            for (d, outcome) in batch.iter().zip(outcomes) {
-                match outcome {
-                    Ok(()) => {
-                        if let Err(e) = self.queue.ack(queue, &d.receipt).await {
-                            tracing::warn!(queue, error = %e, "could not acknowledge a finished job; it will run again harmlessly");
-                        }
-                    }
-                    Err(e) => {
-                        let doublings = d.receive_count.saturating_sub(1).min(6);
-                        let delay = (cfg.retry_base * 2u32.pow(doublings)).min(Duration::from_secs(60));
-                        tracing::warn!(queue, job = %d.body, receives = d.receive_count, error = %e,
-                            retry_in_ms = delay.as_millis() as u64, "job failed; it will be retried");
-                        if let Err(e) = self.queue.retry_after(queue, &d.receipt, delay).await {
-                            tracing::warn!(queue, error = %e, "could not delay a failed job; it reappears after its visibility timeout");
-                        }
-                    }
+            // Settled all at once: on the embedded queue they share one commit.
+            futures_util::future::join_all(
+                batch.iter().zip(outcomes).map(|(d, outcome)| self.settle(queue, &cfg, d, outcome)),
+            )
+            .await;
+        }
+    }
+
+    /// Up to `worker.batch()` jobs: one receive that waits (a queue receives ten at most), then
+    /// more without waiting while full receives show that more are due.
+    async fn receive_batch(
+        &self,
+        worker: Worker,
+        cfg: &WorkerConfig,
+    ) -> std::result::Result<Vec<Delivery>, crate::queue::QueueError> {
+        let (queue, max) = (worker.queue(), worker.batch());
+        let mut batch = self.queue.receive(queue, max.min(10), cfg.visibility, cfg.wait).await?;
+        while batch.len() < max && batch.len().is_multiple_of(10) && !batch.is_empty() {
+            let more = self.queue.receive(queue, (max - batch.len()).min(10), cfg.visibility, Duration::ZERO).await?;
+            if more.is_empty() {
+                break;
+            }
+            batch.extend(more);
+        }
+        Ok(batch)
+    }
+
+    /// Acknowledges a finished job, or makes a failed one visible again after its backoff.
+    async fn settle(&self, queue: &str, cfg: &WorkerConfig, d: &Delivery, outcome: Result<()>) {
+        match outcome {
+            Ok(()) => {
+                if let Err(e) = self.queue.ack(queue, &d.receipt).await {
+                    tracing::warn!(queue, error = %e, "could not acknowledge a finished job; it will run again harmlessly");
+                }
+            }
+            Err(e) => {
+                let doublings = d.receive_count.saturating_sub(1).min(6);
+                let delay = (cfg.retry_base * 2u32.pow(doublings)).min(Duration::from_secs(60));
+                tracing::warn!(queue, job = %d.body, receives = d.receive_count, error = %e,
+                    retry_in_ms = delay.as_millis() as u64, "job failed; it will be retried");
+                if let Err(e) = self.queue.retry_after(queue, &d.receipt, delay).await {
+                    tracing::warn!(queue, error = %e, "could not delay a failed job; it reappears after its visibility timeout");
                 }
             }
         }
