@@ -8,8 +8,9 @@
 //!
 //! Prints a table and writes it as JSON to target/bench-search.json.
 
-use im_shared::search::analyzer::{ImTokenizer, TOKENIZER, terms};
+use im_shared::search::analyzer::terms;
 use im_shared::search::embedded::TantivySearch;
+use im_shared::search::embedded::{ImTokenizer, TOKENIZER};
 use im_shared::search::{Doc, MessageDoc, Search, SearchQuery, message_id};
 use std::time::{Duration, Instant};
 use tantivy::collector::TopDocs;

@@ -4,12 +4,17 @@
 //!     cargo run --release -p im-bench -- all
 //!     cargo run --release -p im-bench -- send sync      # some scenarios
 //!
+//!     cargo build --release -p im-functions --bins && cargo run --release -p im-bench -- lambda
+//!
+//! The last prints each Lambda function's zip size and cold start (`lambda.rs`).
 //! `IM_BENCH_SECS` (default 3) is how long each point runs; `IM_BENCH_OUT` (default
 //! `target/im-bench.json`) where the JSON goes; `IM_BENCH_GROUPS` (default 10,100,1000,10000)
 //! the group sizes.
 
 mod api;
 mod baseline;
+mod cost;
+mod lambda;
 mod measure;
 mod scenarios;
 
@@ -33,7 +38,7 @@ fn main() {
     } else {
         args.iter().map(String::as_str).collect()
     };
-    if let Some(bad) = chosen.iter().find(|c| !SCENARIOS.contains(c)) {
+    if let Some(bad) = chosen.iter().find(|c| !SCENARIOS.contains(c) && !matches!(**c, "lambda" | "cost")) {
         eprintln!("im-bench: unknown scenario {bad:?}; choose from all {}", SCENARIOS.join(" "));
         std::process::exit(2);
     }
@@ -42,6 +47,18 @@ fn main() {
         unsafe { std::env::set_var("IM_LOG", "warn") };
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let separate = match args.first().map(String::as_str) {
+        Some("lambda") => Some(rt.block_on(lambda_figures())),
+        Some("cost") => Some(rt.block_on(cost_model())),
+        _ => None,
+    };
+    if let Some(outcome) = separate {
+        if let Err(e) = outcome {
+            eprintln!("im-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = rt.block_on(run(&chosen)) {
         eprintln!("im-bench: {e}");
         std::process::exit(1);
@@ -55,13 +72,18 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
     }
 }
 
+/// A comma-separated list of sizes.
+fn env_sizes(name: &str, default: &str) -> Result<Vec<usize>, String> {
+    env_or(name, default.to_string())?
+        .split(',')
+        .map(|s| s.trim().parse().map_err(|_| format!("{name}: {s:?} is not a size")))
+        .collect()
+}
+
 async fn run(chosen: &[&str]) -> Result<(), String> {
     let secs: f64 = env_or("IM_BENCH_SECS", 3.0)?;
     let out_path: String = env_or("IM_BENCH_OUT", "target/im-bench.json".to_string())?;
-    let sizes: Vec<usize> = env_or("IM_BENCH_GROUPS", "10,100,1000,10000".to_string())?
-        .split(',')
-        .map(|s| s.trim().parse().map_err(|_| format!("IM_BENCH_GROUPS: {s:?}")))
-        .collect::<Result<_, _>>()?;
+    let sizes = env_sizes("IM_BENCH_GROUPS", "10,100,1000,10000")?;
     let dir = std::env::temp_dir().join(format!("im-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
 
@@ -152,6 +174,88 @@ async fn run(chosen: &[&str]) -> Result<(), String> {
     std::fs::write(&out_path, serde_json::to_string_pretty(&report).expect("JSON"))
         .map_err(|e| format!("{out_path}: {e}"))?;
     println!("\n{} cores, commit {}; written to {out_path}", report["cores"], report["commit"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+/// `im-bench cost`: the AWS cost model, measured on the moto server at `IM_MOTO_URL`, or on
+/// a fresh one per conversation size started here (`tests/moto_server.py`; pip install
+/// 'moto[server]'). `IM_BENCH_COST_SIZES` (default 2,100) sets the sizes: moto copies every
+/// table for each transaction, and a 1,000-member group took it past 18 GB of memory.
+async fn cost_model() -> Result<(), String> {
+    let out_path: String = env_or("IM_BENCH_OUT", "target/im-bench-cost.json".to_string())?;
+    let sizes = env_sizes("IM_BENCH_COST_SIZES", "2,100")?;
+    let work = std::env::temp_dir().join(format!("im-bench-cost-{}", std::process::id()));
+    let mut rows = Vec::new();
+    cost::CostRun::header();
+    for size in sizes {
+        let dir = work.join(size.to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let (url, moto) = match std::env::var("IM_MOTO_URL").ok().filter(|u| !u.is_empty()) {
+            Some(url) => (url, None),
+            None => start_moto()?,
+        };
+        let outcome = async { cost::CostRun::connect(&url, &dir).await?.run(size).await }.await;
+        if let Some(mut moto) = moto {
+            let _ = moto.kill();
+            let _ = moto.wait();
+        }
+        rows.extend(outcome?);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let report = json!({
+        "commit": git_commit(),
+        "prices_per_million": {"write_unit": cost::WRITE_UNIT, "read_unit": cost::READ_UNIT, "sqs_request": cost::SQS_REQUEST},
+        "operations": rows,
+    });
+    std::fs::write(&out_path, serde_json::to_string_pretty(&report).expect("JSON"))
+        .map_err(|e| format!("{out_path}: {e}"))?;
+    println!("\nwritten to {out_path}");
+    Ok(())
+}
+
+fn start_moto() -> Result<(String, Option<std::process::Child>), String> {
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/moto_server.py");
+    let child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("python3 {script}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("moto did not start: pip install 'moto[server]', or set IM_MOTO_URL".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok((format!("http://127.0.0.1:{port}"), Some(child)))
+}
+
+/// `im-bench lambda`: the functions' zips and cold starts, from the binaries next to this one
+/// (or in `IM_LAMBDA_DIR`).
+async fn lambda_figures() -> Result<(), String> {
+    let dir = match std::env::var_os("IM_LAMBDA_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => {
+            std::env::current_exe().map_err(|e| e.to_string())?.parent().ok_or("no binary directory")?.to_path_buf()
+        }
+    };
+    let out_path: String = env_or("IM_BENCH_OUT", "target/im-bench-lambda.json".to_string())?;
+    let work = std::env::temp_dir().join(format!("im-bench-lambda-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let rows = lambda::run(&dir, &work).await;
+    let _ = std::fs::remove_dir_all(&work);
+    let report = json!({
+        "commit": git_commit(),
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "functions": rows?,
+    });
+    std::fs::write(&out_path, serde_json::to_string_pretty(&report).expect("JSON"))
+        .map_err(|e| format!("{out_path}: {e}"))?;
+    println!("\nwritten to {out_path}");
     Ok(())
 }
 

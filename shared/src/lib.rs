@@ -10,6 +10,7 @@ pub mod error;
 pub mod ids;
 pub mod model;
 pub mod queue;
+#[cfg(feature = "embedded")]
 pub mod redb_file;
 pub mod schema;
 pub mod search;

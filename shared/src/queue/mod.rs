@@ -5,6 +5,7 @@
 //!
 //! Consumers must be idempotent: a message can arrive more than once.
 
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod sqs;
 

@@ -3,7 +3,7 @@
 //! durable; tantivy commits are atomic, so a crash keeps every committed document and the
 //! queue brings back the jobs of the uncommitted tail.
 
-use super::analyzer::{ImTokenizer, TOKENIZER, terms};
+use super::analyzer::{Tok, terms, tokens};
 use super::*;
 use std::ops::Bound;
 use std::path::Path;
@@ -218,5 +218,52 @@ impl Search for TantivySearch {
             s.groups.clear()
         })
         .await
+    }
+}
+// ---- the analyzer as a tantivy tokenizer -------------------------------------------------
+
+/// The analyzer (`super::analyzer`) as a tantivy tokenizer (registered as [`TOKENIZER`]).
+pub const TOKENIZER: &str = "im";
+
+#[derive(Clone, Default)]
+pub struct ImTokenizer {
+    token: tantivy::tokenizer::Token,
+}
+
+pub struct ImTokenStream<'a> {
+    tokens: std::vec::IntoIter<Tok>,
+    position: usize,
+    token: &'a mut tantivy::tokenizer::Token,
+}
+
+impl tantivy::tokenizer::Tokenizer for ImTokenizer {
+    type TokenStream<'a> = ImTokenStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> ImTokenStream<'a> {
+        self.token.reset();
+        ImTokenStream { tokens: tokens(text).into_iter(), position: 0, token: &mut self.token }
+    }
+}
+
+impl tantivy::tokenizer::TokenStream for ImTokenStream<'_> {
+    fn advance(&mut self) -> bool {
+        match self.tokens.next() {
+            Some(t) => {
+                self.token.text = t.text;
+                self.token.offset_from = t.from;
+                self.token.offset_to = t.to;
+                self.token.position = self.position;
+                self.token.position_length = 1;
+                self.position += 1;
+                true
+            }
+            None => false,
+        }
+    }
+    fn token(&self) -> &tantivy::tokenizer::Token {
+        self.token
+    }
+    fn token_mut(&mut self) -> &mut tantivy::tokenizer::Token {
+        self.token
     }
 }

@@ -8,6 +8,7 @@
 //! ids), so pages stay full however many conversations a user is in.
 
 pub mod analyzer;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod opensearch;
 

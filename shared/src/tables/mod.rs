@@ -7,6 +7,7 @@
 //! [`TableDef`](crate::schema::TableDef). The service never knows which adapter it has.
 
 pub mod dynamo;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 
 use crate::schema::{IndexDef, KeyType, TableDef};

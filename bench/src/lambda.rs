@@ -1,0 +1,133 @@
+//! Lambda packaging figures: each function's zip (its binary as `bootstrap`, as `sam build`
+//! packages it) and its cold start, measured as the time from process start until the binary
+//! asks the Lambda runtime API for its first event. A small stand-in for the runtime API
+//! listens on loopback; the function is configured as the template configures it, with fake
+//! credentials (a cold start makes no network call: see `LambdaEnv::service`).
+
+use crate::measure::round;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+/// Cold starts measured per function; the median and the slowest are reported.
+const STARTS: usize = 7;
+const NEXT_EVENT: &str = "GET /2018-06-01/runtime/invocation/next";
+
+/// Every function's name: one per API operation, and the workers.
+fn functions() -> Vec<&'static str> {
+    let mut names: Vec<&str> = im_functions::routes::ROUTES.iter().map(|r| r.lambda).collect();
+    names.extend(im_functions::lambda::WORKER_FUNCTIONS);
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+pub async fn run(dir: &Path, work: &Path) -> Result<Vec<Value>, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let api = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    let mut rows = Vec::new();
+    println!("| function | binary MB | zip MB | cold start p50 ms | cold start max ms |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for name in functions() {
+        let binary = dir.join(name);
+        if !binary.exists() {
+            return Err(format!(
+                "{} is missing: build the functions first (cargo build --release -p im-functions --bins)",
+                binary.display()
+            ));
+        }
+        let zip = zip_size(&binary, work)?;
+        let size = std::fs::metadata(&binary).map_err(|e| e.to_string())?.len();
+        let mut starts = Vec::new();
+        for _ in 0..STARTS {
+            starts.push(cold_start(&binary, name, &listener, &api).await?);
+        }
+        starts.sort_unstable();
+        let (p50, max) = (ms(starts[STARTS / 2]), ms(starts[STARTS - 1]));
+        let mb = |b: u64| round(b as f64 / 1e6);
+        println!("| {name} | {} | {} | {p50} | {max} |", mb(size), mb(zip));
+        rows.push(json!({"function": name, "binary_bytes": size, "zip_bytes": zip,
+            "cold_start_p50_ms": p50, "cold_start_max_ms": max}));
+    }
+    Ok(rows)
+}
+
+fn ms(d: Duration) -> f64 {
+    round(d.as_secs_f64() * 1e3)
+}
+
+/// The size of the deployment package: the binary as `bootstrap`, zipped at the highest level.
+fn zip_size(binary: &Path, work: &Path) -> Result<u64, String> {
+    let staging = work.join("package");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
+    std::fs::copy(binary, staging.join("bootstrap")).map_err(|e| e.to_string())?;
+    let zip: PathBuf = staging.join("function.zip");
+    let status = Command::new("zip")
+        .args(["-q", "-9", "-j"])
+        .arg(&zip)
+        .arg(staging.join("bootstrap"))
+        .status()
+        .map_err(|e| format!("zip (install it: apt-get install zip): {e}"))?;
+    if !status.success() {
+        return Err(format!("zip failed for {}", binary.display()));
+    }
+    Ok(std::fs::metadata(&zip).map_err(|e| e.to_string())?.len())
+}
+
+/// One cold start: from spawning the process to its first request for an event.
+async fn cold_start(binary: &Path, name: &str, listener: &TcpListener, api: &str) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .env_clear()
+        .envs([
+            ("AWS_LAMBDA_RUNTIME_API", api),
+            ("AWS_LAMBDA_FUNCTION_NAME", name),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "bench"),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "bench"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "bench"),
+            ("AWS_SECRET_ACCESS_KEY", "bench"),
+            ("AWS_SESSION_TOKEN", "bench"),
+            ("IM_TABLE_PREFIX", "bench-"),
+            ("IM_QUEUE_PREFIX", "bench-"),
+            ("IM_OPENSEARCH_URL", "http://127.0.0.1:9"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{name}: {e}"))?;
+    let asked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (mut conn, _) = listener.accept().await.map_err(|e| e.to_string())?;
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            if head.starts_with(NEXT_EVENT.as_bytes()) {
+                return Ok::<_, String>(started.elapsed());
+            }
+        }
+    })
+    .await;
+    let _ = child.kill();
+    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    match asked {
+        Ok(took) => took,
+        Err(_) => Err(format!(
+            "{name} did not ask for an event within 10 s; its log:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )),
+    }
+}
