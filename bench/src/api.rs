@@ -25,14 +25,14 @@ impl Api {
         Api { http, base: format!("http://{addr}") }
     }
 
-    /// One request; anything but a 2xx is an error naming the request and the answer.
-    pub async fn call(
+    /// One request's body; anything but a 2xx is an error naming the request and the answer.
+    async fn request(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
         body: Option<Value>,
-    ) -> Result<Value, String> {
+    ) -> Result<bytes::Bytes, String> {
         let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -42,11 +42,27 @@ impl Api {
         }
         let resp = req.send().await.map_err(|e| format!("{method} {path}: {e}"))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| format!("{method} {path}: {e}"))?;
+        let body = resp.bytes().await.map_err(|e| format!("{method} {path}: {e}"))?;
         if !status.is_success() {
-            return Err(format!("{method} {path}: {status} {text}"));
+            return Err(format!("{method} {path}: {status} {}", String::from_utf8_lossy(&body)));
         }
-        if text.is_empty() { Ok(Value::Null) } else { serde_json::from_str(&text).map_err(|e| format!("{path}: {e}")) }
+        Ok(body)
+    }
+
+    /// One request, its answer as JSON (`null` when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let body = self.request(method, path, token, body).await?;
+        if body.is_empty() {
+            Ok(Value::Null)
+        } else {
+            serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
+        }
     }
 
     /// How many items a page of a list has. The page is parsed only that far: the client
@@ -56,13 +72,7 @@ impl Api {
         struct Page {
             items: Vec<serde::de::IgnoredAny>,
         }
-        let resp = self.http.get(format!("{}{path}", self.base)).bearer_auth(&user.token).send().await;
-        let resp = resp.map_err(|e| format!("GET {path}: {e}"))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| format!("GET {path}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("GET {path}: {status} {}", String::from_utf8_lossy(&body)));
-        }
+        let body = self.request(Method::GET, path, Some(&user.token), None).await?;
         let page: Page = serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))?;
         Ok(page.items.len())
     }

@@ -17,23 +17,13 @@ use tokio::net::TcpListener;
 const STARTS: usize = 7;
 const NEXT_EVENT: &str = "GET /2018-06-01/runtime/invocation/next";
 
-/// Every function's name: one per API operation (but the local-only ones), and the workers.
-fn functions() -> Vec<&'static str> {
-    let mut names: Vec<&str> =
-        im_functions::routes::ROUTES.iter().filter(|r| !r.local_only).map(|r| r.lambda).collect();
-    names.extend(im_functions::lambda::WORKER_FUNCTIONS);
-    names.sort_unstable();
-    names.dedup();
-    names
-}
-
 pub async fn run(dir: &Path, work: &Path) -> Result<Vec<Value>, String> {
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let api = listener.local_addr().map_err(|e| e.to_string())?.to_string();
     let mut rows = Vec::new();
     println!("| function | binary MB | zip MB | cold start p50 ms | cold start max ms |");
     println!("| --- | ---: | ---: | ---: | ---: |");
-    for name in functions() {
+    for name in im_functions::lambda::function_names() {
         let binary = dir.join(name);
         if !binary.exists() {
             return Err(format!(

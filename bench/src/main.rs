@@ -155,8 +155,6 @@ async fn run(chosen: &[&str]) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&dir);
 
     let report = json!({
-        "commit": git_commit(),
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "secs_per_point": secs,
         "total_secs": round(started.elapsed().as_secs_f64()),
         "results": rows.iter().map(|r| json!({
@@ -168,13 +166,7 @@ async fn run(chosen: &[&str]) -> Result<(), String> {
             "writes_per_commit": r.writes_per_commit.map(round),
         })).collect::<Vec<_>>(),
     });
-    if let Some(parent) = std::path::Path::new(&out_path).parent() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    std::fs::write(&out_path, serde_json::to_string_pretty(&report).expect("JSON"))
-        .map_err(|e| format!("{out_path}: {e}"))?;
-    println!("\n{} cores, commit {}; written to {out_path}", report["cores"], report["commit"].as_str().unwrap_or("?"));
-    Ok(())
+    write_report(&out_path, report)
 }
 
 /// `im-bench cost`: the AWS cost model, measured on the moto server at `IM_MOTO_URL`, or on
@@ -203,14 +195,10 @@ async fn cost_model() -> Result<(), String> {
     }
     let _ = std::fs::remove_dir_all(&work);
     let report = json!({
-        "commit": git_commit(),
         "prices_per_million": {"write_unit": cost::WRITE_UNIT, "read_unit": cost::READ_UNIT, "sqs_request": cost::SQS_REQUEST},
         "operations": rows,
     });
-    std::fs::write(&out_path, serde_json::to_string_pretty(&report).expect("JSON"))
-        .map_err(|e| format!("{out_path}: {e}"))?;
-    println!("\nwritten to {out_path}");
-    Ok(())
+    write_report(&out_path, report)
 }
 
 fn start_moto() -> Result<(String, Option<std::process::Child>), String> {
@@ -248,14 +236,21 @@ async fn lambda_figures() -> Result<(), String> {
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let rows = lambda::run(&dir, &work).await;
     let _ = std::fs::remove_dir_all(&work);
-    let report = json!({
-        "commit": git_commit(),
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "functions": rows?,
-    });
-    std::fs::write(&out_path, serde_json::to_string_pretty(&report).expect("JSON"))
+    write_report(&out_path, json!({ "functions": rows? }))
+}
+
+/// Writes a report as JSON, with the machine's cores and the commit it measured.
+fn write_report(out_path: &str, mut report: serde_json::Value) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let commit = git_commit();
+    report["cores"] = cores.into();
+    report["commit"] = commit.clone().into();
+    if let Some(parent) = std::path::Path::new(out_path).parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(out_path, serde_json::to_string_pretty(&report).expect("JSON"))
         .map_err(|e| format!("{out_path}: {e}"))?;
-    println!("\nwritten to {out_path}");
+    println!("\n{cores} cores, commit {commit}; written to {out_path}");
     Ok(())
 }
 

@@ -40,6 +40,8 @@ pub struct Bench {
     pub quiesce: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
     /// Pairs of friends: (sender, recipient, conversation).
     pairs: Vec<(User, User, String)>,
+    /// Messages `seed` has put in each pair's conversation (on both sides) so far.
+    seeded: usize,
 }
 
 fn text(client: usize, i: u64) -> String {
@@ -55,7 +57,7 @@ impl Bench {
         stats: Box<dyn Fn() -> im_shared::redb_file::CommitStats + Send + Sync>,
         quiesce: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
     ) -> Self {
-        Bench { api, run, direct: Arc::new(direct), stats, quiesce, pairs: Vec::new() }
+        Bench { api, run, direct: Arc::new(direct), stats, quiesce, pairs: Vec::new(), seeded: 0 }
     }
 
     /// 64 pairs of friends, made once.
@@ -131,22 +133,21 @@ impl Bench {
     /// Tops up each pair's conversation to at least `n` messages, on both sides.
     async fn seed(&mut self, n: usize) -> Result<Vec<(User, User, String)>, String> {
         let pairs = self.pairs().await?;
-        let api = &self.api;
+        let (api, from) = (&self.api, self.seeded);
         let jobs = pairs.iter().enumerate().flat_map(|(c, (a, _, conv))| {
-            (0..n)
-                .map(move |i| async move { api.send(a, conv, &format!("seed-{n}-{c}-{i}"), &text(c, i as u64)).await })
+            (from..n).map(move |i| async move { api.send(a, conv, &format!("seed-{c}-{i}"), &text(c, i as u64)).await })
         });
         use futures_util::{StreamExt, TryStreamExt};
         futures_util::stream::iter(jobs).buffer_unordered(32).try_collect::<Vec<_>>().await?;
         self.direct.write(|txn| {
             for c in 0..CLIENTS[2] {
                 let (a, b) = (format!("a{c:02}"), format!("b{c:02}"));
-                for i in 0..n {
+                for i in from..n {
                     Direct::send_in(
                         txn,
                         &format!("s-{c}"),
                         &a,
-                        &format!("seed-{n}-{c}-{i}"),
+                        &format!("seed-{c}-{i}"),
                         &text(c, i as u64),
                         &[a.clone(), b.clone()],
                     )?;
@@ -154,6 +155,7 @@ impl Bench {
             }
             Ok(())
         })?;
+        self.seeded = self.seeded.max(n);
         Ok(pairs)
     }
 
