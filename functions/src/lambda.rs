@@ -32,6 +32,12 @@ use std::sync::Arc;
 /// The functions that are not API operations, each with its own `main` in `src/bin/`.
 pub const WORKER_FUNCTIONS: &[&str] = &["fanout-worker", "indexer", "outbox-sweeper"];
 
+/// Every deployed function's name: one per API operation (not the local-only routes), then the
+/// workers.
+pub fn function_names() -> impl Iterator<Item = &'static str> {
+    routes::ROUTES.iter().filter(|r| !r.local_only).map(|r| r.lambda).chain(WORKER_FUNCTIONS.iter().copied())
+}
+
 /// A function's configuration, from its environment.
 pub struct LambdaEnv {
     /// Tables are named `<prefix><table>` (the template sets `<stack>-`).

@@ -147,12 +147,7 @@ fn every_route_and_worker_is_a_binary() {
         .skip(1)
         .map(|b| b.split('"').nth(1).expect("a [[bin]] starts with its name"))
         .collect();
-    let mut expected: Vec<&str> = routes::ROUTES
-        .iter()
-        .filter(|r| !r.local_only)
-        .map(|r| r.lambda)
-        .chain(WORKER_FUNCTIONS.iter().copied())
-        .collect();
+    let mut expected: Vec<&str> = function_names().collect();
     bins.sort();
     expected.sort();
     assert_eq!(bins, expected, "functions/Cargo.toml's [[bin]] list and the route table differ");

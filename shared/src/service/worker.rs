@@ -104,12 +104,13 @@ impl Service {
         cfg: &WorkerConfig,
     ) -> std::result::Result<Vec<Delivery>, crate::queue::QueueError> {
         let (queue, max) = (worker.queue(), worker.batch());
-        let mut batch = self.queue.receive(queue, max.min(10), cfg.visibility, cfg.wait).await?;
-        while batch.len() < max && batch.len().is_multiple_of(10) && !batch.is_empty() {
-            let more = self.queue.receive(queue, (max - batch.len()).min(10), cfg.visibility, Duration::ZERO).await?;
-            if more.is_empty() {
-                break;
-            }
+        let mut asked = max.min(10);
+        let mut batch = self.queue.receive(queue, asked, cfg.visibility, cfg.wait).await?;
+        let mut full = batch.len() == asked;
+        while full && batch.len() < max {
+            asked = (max - batch.len()).min(10);
+            let more = self.queue.receive(queue, asked, cfg.visibility, Duration::ZERO).await?;
+            full = more.len() == asked;
             batch.extend(more);
         }
         Ok(batch)
