@@ -357,6 +357,41 @@ async fn a_member_who_leaves_mid_fanout_gets_nothing_and_does_not_get_the_group_
     assert!(list.items.iter().all(|c| c.conversation_id != f.group), "the group must not come back");
 }
 
+/// A member who leaves and rejoins while a delivery to them is held gets a fresh membership:
+/// the held write, made from the old membership's summary, must not land on the new one (it
+/// would mark a message from before they rejoined as unread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_who_leaves_and_rejoins_mid_fanout_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let tables = Arc::new(PauseFirstDelivery {
+        inner: RedbTables::open(&dir.join("t.redb")).unwrap(),
+        gate: Default::default(),
+    });
+    let f = Arc::new(fixture_on(tables.clone(), 30_000).await);
+    let (paused, resume) = tables.arm().await;
+    // From u3, so that u1 (held with u0, as above) would count it as unread.
+    let input = SendInput { client_msg_id: "m1".into(), kind: "text".into(), text: "text m1".into() };
+    let seq = f.svc.send(&f.members[3], &f.group, input).await.unwrap().message.seq;
+    let job = f.take_jobs().await.remove(0);
+    let fanout = {
+        let f = f.clone();
+        tokio::spawn(async move {
+            f.svc.handle_fanout(&job.body).await.unwrap();
+            f.run_all_jobs(1).await;
+        })
+    };
+    paused.await.expect("the first delivery transaction is held");
+    f.svc.leave_group(&f.members[1], &f.group).await.unwrap();
+    f.svc.join_group(&f.members[1], &f.group, None).await.unwrap();
+    resume.send(()).unwrap();
+    fanout.await.unwrap();
+    let copies = f.copies(seq).await;
+    assert!(copies.iter().all(|n| *n <= 1), "never twice: {copies:?}");
+    let list = f.svc.list_conversations(&f.members[1], Some(200), None).await.unwrap();
+    let group = list.items.iter().find(|c| c.conversation_id == f.group).expect("back in the group");
+    assert_eq!(group.unread, 0, "the message is from before they rejoined");
+}
+
 #[tokio::test]
 async fn an_index_batch_reports_each_job_and_a_bad_one_fails_alone() {
     let f = fixture(30_000).await;

@@ -16,7 +16,7 @@ cargo build --quiet --bin im-server
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 data=$(mktemp -d)
 IM_DATA_DIR="$data" IM_ADDR="127.0.0.1:$port" IM_LOG="warn,im_functions::dispatch=info" IM_LOG_FORMAT=json \
-  target/debug/im-server >"$data/server.log" 2>&1 &
+  "${CARGO_TARGET_DIR:-target}/debug/im-server" >"$data/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
 base="http://127.0.0.1:$port"

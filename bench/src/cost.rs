@@ -163,6 +163,11 @@ impl Intercept for Counter {
                     let size = item.put.as_ref().map(|p| item_size(&p.item));
                     write(1, wu(size), true);
                 }
+            } else if let Some(i) = input.downcast_ref::<batch_get_item::BatchGetItemInput>() {
+                // Every key asked for is billed, found or not: a unit each here, and what a
+                // found item's size adds above that once the answer is in.
+                b.read_units +=
+                    i.request_items.iter().flat_map(|m| m.values()).map(|k| k.keys.len()).sum::<usize>() as f64;
             } else if let Some(i) = input.downcast_ref::<batch_write_item::BatchWriteItemInput>() {
                 for req in i.request_items.iter().flat_map(|m| m.values()).flatten() {
                     let size = req.put_request.as_ref().map(|p| item_size(&p.item));
@@ -199,6 +204,7 @@ impl Intercept for Counter {
             } else if let Some(o) = output.downcast_ref::<batch_get_item::BatchGetItemOutput>() {
                 let items: Vec<_> = o.responses.iter().flat_map(|m| m.values()).flatten().collect();
                 read(&items, true);
+                b.read_units -= items.len() as f64; // counted as asked for, before the request
             } else if let Some(o) = output.downcast_ref::<query::QueryOutput>() {
                 let items: Vec<_> = o.items.iter().flatten().collect();
                 read(&items, false);

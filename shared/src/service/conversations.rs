@@ -54,12 +54,19 @@ impl SummaryRow {
     }
 
     /// The write of a summary that was read at `prev_version` (`None`: it did not exist).
+    ///
+    /// A new summary's version is the time it is made, not 1: a group member who leaves and
+    /// rejoins gets a new summary, and a fan-out that read the old one must not find the same
+    /// version on the new one (its write would carry the old membership's marks over).
     pub fn write_op(mut row: SummaryRow, prev_version: Option<i64>) -> TxOp {
         let cond = match prev_version {
             Some(v) => Cond::equals("version", v),
             None => Cond::NotExists,
         };
-        row.version = prev_version.unwrap_or(0) + 1;
+        row.version = match prev_version {
+            Some(v) => v + 1,
+            None => crate::time::now_ms(),
+        };
         TxOp::put(&CONVERSATIONS, to_item(&row), cond)
     }
 }

@@ -420,10 +420,11 @@ impl Tables for DynamoTables {
             v.join("\u{1}")
         };
         let mut found: HashMap<String, Item> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
         let mut unique: Vec<Attrs> = Vec::new();
         for k in keys {
             let a = key_attrs(table, k);
-            if !unique.iter().any(|u| ident(u) == ident(&a)) {
+            if seen.insert(ident(&a)) {
                 unique.push(a);
             }
         }
