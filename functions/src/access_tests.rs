@@ -19,6 +19,7 @@ use im_shared::tables::embedded::RedbTables;
 use im_shared::tables::{Cond, Item, Key, Page, Query, StoreError, Tables, TxOp, Update, WriteOp};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,10 @@ type Seen = Arc<Mutex<BTreeSet<(&'static str, String)>>>;
 struct Rec<T> {
     inner: T,
     seen: Seen,
+    /// Set: the next inbox delivery transaction fails with a conflict, as if another writer had
+    /// touched one of its inboxes, so that the retry path (which reads the delivery markers)
+    /// shows what it touches. Each function call re-arms it.
+    conflict: Arc<AtomicBool>,
 }
 
 impl<T> Rec<T> {
@@ -74,6 +79,10 @@ impl<T: Tables> Tables for Rec<T> {
         self.inner.scan(table, limit, cursor).await
     }
     async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
+        let delivery = matches!(ops.first(), Some(TxOp::Put { table, .. }) if table.name == DELIVERIES.name);
+        if delivery && self.conflict.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Conflict { index: Some(0) });
+        }
         for op in &ops {
             match op {
                 TxOp::Check { table, .. } => self.note("read", table.name),
@@ -134,6 +143,7 @@ struct World {
     app: App,
     queue: EmbeddedQueue,
     seen: Seen,
+    conflict: Arc<AtomicBool>,
     /// What each function was seen to touch.
     observed: BTreeMap<String, BTreeSet<(&'static str, String)>>,
 }
@@ -142,6 +152,7 @@ impl World {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let seen = Seen::default();
+        let conflict = Arc::new(AtomicBool::new(true));
         let tables = RedbTables::open(&dir.path().join("tables.redb")).unwrap();
         let queue = EmbeddedQueue::open(&dir.path().join("queue.redb"), service_queues(5)).unwrap();
         let search = TantivySearch::open(&dir.path().join("search")).unwrap();
@@ -149,13 +160,13 @@ impl World {
         // what it touches when it has work.
         let cfg = im_shared::service::Config { index_jobs: false, outbox_grace_ms: 0, ..Default::default() };
         let service = Service::new(
-            Arc::new(Rec { inner: tables, seen: seen.clone() }),
-            Arc::new(Rec { inner: queue.clone(), seen: seen.clone() }),
-            Arc::new(Rec { inner: search, seen: seen.clone() }),
+            Arc::new(Rec { inner: tables, seen: seen.clone(), conflict: conflict.clone() }),
+            Arc::new(Rec { inner: queue.clone(), seen: seen.clone(), conflict: conflict.clone() }),
+            Arc::new(Rec { inner: search, seen: seen.clone(), conflict: conflict.clone() }),
             cfg,
         );
         let app = App { service: Arc::new(service), auth: Auth::Authorizer, cfg: HttpConfig::default() };
-        World { _dir: dir, app, queue, seen, observed: BTreeMap::new() }
+        World { _dir: dir, app, queue, seen, conflict, observed: BTreeMap::new() }
     }
 
     /// Calls `lambda`'s route as `caller`; expects `status`; returns the body.
@@ -173,6 +184,7 @@ impl World {
 
     fn collect(&mut self, function: &str) {
         let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        self.conflict.store(true, Ordering::SeqCst);
         self.observed.entry(function.to_string()).or_default().extend(seen);
     }
 
