@@ -36,6 +36,8 @@ pub struct Config {
     pub log_json: bool,
     /// Search on this OpenSearch cluster instead of the embedded tantivy indexes.
     pub opensearch: Option<im_shared::search::opensearch::OpenSearchConfig>,
+    /// The WebSocket endpoint's limits.
+    pub ws: crate::ws::WsConfig,
 }
 
 impl Config {
@@ -76,6 +78,10 @@ impl Config {
             sweep_interval: Duration::from_millis(parse("IM_SWEEP_INTERVAL_MS", 10_000)?),
             log_json: parse::<String>("IM_LOG_FORMAT", "text".into())? == "json",
             opensearch: env::opensearch(),
+            ws: crate::ws::WsConfig {
+                max_per_user: parse("IM_WS_MAX_PER_USER", 10)?,
+                ping_every: Duration::from_secs(parse("IM_WS_PING_SECS", 30)?),
+            },
         })
     }
 }

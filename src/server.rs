@@ -9,6 +9,8 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use im_functions::dispatch::{self, App};
 use im_shared::Error;
+use im_shared::notify::local::LocalHub;
+use im_shared::notify::{NoNotifier, Notifier};
 use im_shared::queue::embedded::EmbeddedQueue;
 use im_shared::queue::names::{FANOUT, FANOUT_DLQ, INDEX, INDEX_DLQ};
 use im_shared::queue::sqs::SqsQueue;
@@ -34,7 +36,7 @@ fn open_queue(cfg: &Config) -> Result<EmbeddedQueue, String> {
 /// fan-out jobs: the index dead-letter queue of a deployed stack holds notices of stream batches
 /// that failed, not jobs (`reindex` repairs the search indexes instead).
 pub async fn redrive(cfg: Config) -> Result<(), String> {
-    let q = open_backend(&cfg).await?.queue;
+    let q = open_backend(&cfg, Arc::new(NoNotifier)).await?.queue;
     let pairs: &[(&str, &str)] = match cfg.backend {
         config::Backend::Embedded => &[(FANOUT, FANOUT_DLQ), (INDEX, INDEX_DLQ)],
         config::Backend::Aws { .. } => &[(FANOUT, FANOUT_DLQ)],
@@ -49,7 +51,7 @@ pub async fn redrive(cfg: Config) -> Result<(), String> {
 /// Every queue's depth; one that cannot be read (a deployed stack has no `index` queue: its
 /// streams feed the indexer) is reported and skipped.
 pub async fn queue_stats(cfg: Config) -> Result<(), String> {
-    let q = open_backend(&cfg).await?.queue;
+    let q = open_backend(&cfg, Arc::new(NoNotifier)).await?.queue;
     for name in [FANOUT, FANOUT_DLQ, INDEX, INDEX_DLQ] {
         match q.depth(name).await {
             Ok(d) => println!("{name}: {} waiting, {} in flight", d.waiting, d.in_flight),
@@ -87,7 +89,8 @@ async fn open_search(cfg: &Config) -> Result<Arc<dyn Search>, String> {
     }
 }
 
-async fn open_backend(cfg: &Config) -> Result<Backend, String> {
+/// The backend, with `notifier` told of every inbox entry (the local WebSockets' hub when serving).
+async fn open_backend(cfg: &Config, notifier: Arc<dyn Notifier>) -> Result<Backend, String> {
     let dir = &cfg.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
     let search = open_search(cfg).await?;
@@ -96,8 +99,8 @@ async fn open_backend(cfg: &Config) -> Result<Backend, String> {
             let tables = RedbTables::open(&dir.join("tables.redb"))
                 .map_err(|e| format!("cannot open {}/tables.redb (is another server using it?): {e}", dir.display()))?;
             let queue = open_queue(cfg)?;
-            let service =
-                Arc::new(Service::new(Arc::new(tables.clone()), Arc::new(queue.clone()), search, cfg.service.clone()));
+            let service = Service::new(Arc::new(tables.clone()), Arc::new(queue.clone()), search, cfg.service.clone());
+            let service = Arc::new(service.with_notifier(notifier));
             Ok(Backend { service, queue: Arc::new(queue.clone()), embedded: Some((tables, queue)), aws: None })
         }
         config::Backend::Aws { table_prefix, queue_prefix } => {
@@ -109,7 +112,8 @@ async fn open_backend(cfg: &Config) -> Result<Backend, String> {
                 queue_prefix.clone(),
                 service_queues(cfg.max_receives),
             ));
-            let service = Arc::new(Service::new(Arc::new(tables.clone()), queue.clone(), search, cfg.service.clone()));
+            let service = Service::new(Arc::new(tables.clone()), queue.clone(), search, cfg.service.clone());
+            let service = Arc::new(service.with_notifier(notifier));
             tracing::info!(table_prefix, queue_prefix, "on DynamoDB and SQS");
             Ok(Backend { service, queue: queue.clone(), embedded: None, aws: Some((tables, queue)) })
         }
@@ -118,7 +122,7 @@ async fn open_backend(cfg: &Config) -> Result<Backend, String> {
 
 /// Creates what the AWS backend needs (search indexes are created by opening them).
 pub async fn provision(cfg: Config) -> Result<(), String> {
-    let backend = open_backend(&cfg).await?;
+    let backend = open_backend(&cfg, Arc::new(NoNotifier)).await?;
     match backend.aws {
         Some((tables, queues)) => {
             tables.create_tables().await.map_err(|e| format!("creating tables: {e}"))?;
@@ -131,7 +135,8 @@ pub async fn provision(cfg: Config) -> Result<(), String> {
 }
 
 pub async fn reindex(cfg: Config) -> Result<(), String> {
-    let (messages, groups) = open_backend(&cfg).await?.service.rebuild_search().await.map_err(|e| e.to_string())?;
+    let (messages, groups) =
+        open_backend(&cfg, Arc::new(NoNotifier)).await?.service.rebuild_search().await.map_err(|e| e.to_string())?;
     println!("indexed {messages} message(s) and {groups} group(s)");
     Ok(())
 }
@@ -157,7 +162,8 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
 /// Opens the backend and starts the workers, the sweepers and the HTTP listener on
 /// `cfg.addr` (port 0 picks a free one).
 pub async fn start(cfg: Config) -> Result<Running, String> {
-    let Backend { service, embedded, .. } = open_backend(&cfg).await?;
+    let hub = Arc::new(LocalHub::default());
+    let Backend { service, embedded, .. } = open_backend(&cfg, hub.clone()).await?;
     if let Some((_, queue)) = &embedded {
         let released = queue.release_in_flight().await.map_err(|e| e.to_string())?;
         if released > 0 {
@@ -179,7 +185,12 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         auth: dispatch::Auth::Hs256(Box::new(im_functions::auth::Hs256::new(cfg.jwt_secret.as_bytes()))),
         cfg: cfg.http.clone(),
     });
-    let router = Router::new().fallback(route).with_state(app);
+    // The WebSocket is not an API operation: it is the one route outside the route table.
+    let ws = crate::ws::Ws { app: app.clone(), hub, stop: stop_rx.clone(), cfg: cfg.ws.clone() };
+    let router = Router::new()
+        .route("/v1/ws", axum::routing::any(crate::ws::handler).with_state(ws))
+        .fallback(route)
+        .with_state(app);
     let listener =
         tokio::net::TcpListener::bind(&cfg.addr).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -231,7 +242,8 @@ async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
     into_axum(dispatch::handle(&app, &parts.method, parts.uri.path(), parts.uri.query(), authorization, &body).await)
 }
 
-fn into_axum(resp: http::Response<bytes::Bytes>) -> Response {
+/// A dispatcher response as axum's.
+pub(crate) fn into_axum(resp: http::Response<bytes::Bytes>) -> Response {
     let (parts, body) = resp.into_parts();
     (parts, Body::from(body)).into_response()
 }

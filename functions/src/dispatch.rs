@@ -50,7 +50,8 @@ pub enum Auth {
 }
 
 impl Auth {
-    fn caller(&self, credential: Option<&str>) -> Result<String, Error> {
+    /// Who the credential names, or why it is refused.
+    pub fn caller(&self, credential: Option<&str>) -> Result<String, Error> {
         match self {
             Auth::Hs256(keys) => keys.caller(credential),
             Auth::Authorizer => {
@@ -216,18 +217,7 @@ pub async fn handle(
 ) -> http::Response<Bytes> {
     match routes::find(method, path) {
         Matched::Route(r, p) if !r.local_only || app.cfg.dev_mode => serve(app, r, p, query, credential, body).await,
-        Matched::MethodNotAllowed(allowed) => {
-            let mut resp = error_response_with(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this path does not accept that method",
-            );
-            // RFC 9110: a 405 lists the methods the resource supports.
-            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
-                resp.headers_mut().insert(header::ALLOW, v);
-            }
-            resp
-        }
+        Matched::MethodNotAllowed(allowed) => method_not_allowed(&allowed),
         _ => error_response(&Error::not_found("no such route")),
     }
 }
@@ -295,6 +285,19 @@ async fn serve(
         ms = started.elapsed().as_millis() as u64,
         "request"
     );
+    resp
+}
+
+/// `405`, listing the methods the path takes (RFC 9110).
+pub fn method_not_allowed(allowed: &[&str]) -> http::Response<Bytes> {
+    let mut resp = error_response_with(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not accept that method",
+    );
+    if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
     resp
 }
 

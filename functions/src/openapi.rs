@@ -352,6 +352,34 @@ fn operation(route: &Route, g: &mut SchemaGenerator) -> Value {
     op
 }
 
+/// `GET /v1/ws`, the local server's WebSocket: not an API operation (no Lambda serves it; on
+/// AWS the WebSocket API of the template does), so it is described here, not in the route table.
+fn websocket() -> Value {
+    let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+    let mut responses = Map::new();
+    responses.insert(
+        "101".into(),
+        json!({"description": "Switching to the WebSocket protocol. The server sends JSON text frames: \
+            {\"type\":\"ready\",\"user_id\":…} once, then {\"type\":\"inbox\",\"sync_seq\":n,\"conversation_id\":…} \
+            whenever the caller's inbox gains an entry (a hint: GET /v1/sync reads it), and {\"type\":\"pong\"} \
+            for each {\"type\":\"ping\"} the client sends."}),
+    );
+    for status in [400u16, 401, 429] {
+        responses.insert(status.to_string(), json!({"description": error_description(status), "content": error}));
+    }
+    json!({"get": {
+        "operationId": "websocket",
+        "summary": "Live updates: a WebSocket that tells each of the caller's devices when their inbox has news",
+        "description": "Authenticated by the token query parameter (browsers cannot set headers on a WebSocket) or \
+            the Authorization header. 400 for a request that is not a WebSocket upgrade; 429 when the user has \
+            the most connections allowed open (IM_WS_MAX_PER_USER).",
+        "parameters": [{"name": "token", "in": "query", "required": false, "schema": {"type": "string"},
+            "description": "The caller's JWT, as for every other route."}],
+        "responses": responses,
+        "security": [{"bearer": []}, {}],
+    }})
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut g = SchemaGenerator::new(SchemaSettings::openapi3());
@@ -360,6 +388,7 @@ pub fn document() -> Value {
         let path = paths.entry(route.path.to_string()).or_insert_with(|| json!({}));
         path[route.method.as_str().to_ascii_lowercase()] = operation(route, &mut g);
     }
+    paths.insert("/v1/ws".into(), websocket());
     let mut schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
     schemas.insert("Error".into(), error_schema());
     json!({

@@ -3,12 +3,14 @@
 //! - [`schema`]: the design's tables as data (names, keys, indexes, TTL): the one source of truth.
 //! - [`tables`]: the Tables port (DynamoDB semantics) and its embedded adapter on redb.
 //! - [`queue`]: the Queue port (SQS semantics) and its embedded adapter on redb.
+//! - [`notify`]: the Notify port ("your inbox has news" to connected devices) and its local hub.
 //! - [`service`]: the IM service, written once against the ports.
 //! - [`model`], [`ids`], [`error`]: what the service speaks in.
 
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod notify;
 pub mod queue;
 #[cfg(feature = "embedded")]
 pub mod redb_file;

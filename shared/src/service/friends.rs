@@ -10,6 +10,7 @@ use super::users::{FRIEND_COUNT, count_down, count_up};
 use super::*;
 use crate::ids::{single_conversation_id, validate_user_id};
 use crate::model::{Friend, FriendRequest, Friendship, List};
+use crate::notify::Notice;
 use crate::schema::{FRIEND_REQUESTS, FRIEND_REQUESTS_OUTGOING, META, USER_RELATIONS};
 use crate::tables::{Cond, Key, Query, TxOp};
 use serde::Deserialize;
@@ -58,11 +59,14 @@ pub enum Direction {
 }
 
 impl Service {
-    /// Inbox appends of one event per user, as writes of a larger transaction.
-    async fn event_ops(&self, events: Vec<(String, Payload)>) -> Result<Vec<TxOp>> {
+    /// Inbox appends of one event per user, as writes of a larger transaction, and the notices
+    /// to send once it commits.
+    async fn event_ops(&self, events: Vec<(String, Payload)>) -> Result<(Vec<TxOp>, Vec<Notice>)> {
         let users: Vec<String> = events.iter().map(|(u, _)| u.clone()).collect();
         let counters = self.inbox_counters(&users).await?;
-        Ok(events.iter().zip(&counters).flat_map(|((u, p), c)| self.entry_ops(u, c.as_ref(), p)).collect())
+        let ops = events.iter().zip(&counters).flat_map(|((u, p), c)| self.entry_ops(u, c.as_ref(), p)).collect();
+        let notices = events.iter().zip(&counters).map(|((u, p), c)| p.notice(u, c.as_ref())).collect();
+        Ok((ops, notices))
     }
 
     /// `POST /v1/friend-requests`.
@@ -92,9 +96,13 @@ impl Service {
                 TxOp::check(&FRIEND_REQUESTS, Key::pk_sk(caller, to), Cond::NotExists),
                 TxOp::put(&FRIEND_REQUESTS, to_item(&row), Cond::NotExists),
             ];
-            ops.extend(self.event_ops(vec![(to.to_string(), event)]).await?);
+            let (appends, notices) = self.event_ops(vec![(to.to_string(), event)]).await?;
+            ops.extend(appends);
             match self.tables.transact(ops).await {
-                Ok(()) => return Ok(RequestOutcome::Pending(row.into())),
+                Ok(()) => {
+                    self.notifier.notify(notices).await;
+                    return Ok(RequestOutcome::Pending(row.into()));
+                }
                 Err(e) => match conflict_at(&e) {
                     Some(Some(0)) => return Err(Error::conflict(format!("you are already friends with {to}"))),
                     Some(Some(1)) => return self.accept_friend(caller, to).await.map(RequestOutcome::Friends),
@@ -155,12 +163,13 @@ impl Service {
                     json!({"user_id": other, "conversation_id": conversation_id, "since": since}),
                 )
             };
-            ops.extend(
-                self.event_ops(vec![(caller.to_string(), added(from)), (from.to_string(), added(caller))]).await?,
-            );
+            let (appends, notices) =
+                self.event_ops(vec![(caller.to_string(), added(from)), (from.to_string(), added(caller))]).await?;
+            ops.extend(appends);
             match self.tables.transact(ops).await {
                 Ok(()) => {
                     tracing::info!(a = caller, b = from, "friendship made");
+                    self.notifier.notify(notices).await;
                     return Ok(Friendship { user_id: from.to_string(), conversation_id, since });
                 }
                 Err(e) => match conflict_at(&e) {
@@ -243,13 +252,14 @@ impl Service {
                 count_down(caller, FRIEND_COUNT),
                 count_down(other, FRIEND_COUNT),
             ];
-            ops.extend(
-                self.event_ops(vec![(caller.to_string(), removed(other)), (other.to_string(), removed(caller))])
-                    .await?,
-            );
+            let (appends, notices) = self
+                .event_ops(vec![(caller.to_string(), removed(other)), (other.to_string(), removed(caller))])
+                .await?;
+            ops.extend(appends);
             match self.tables.transact(ops).await {
                 Ok(()) => {
                     tracing::info!(a = caller, b = other, "friendship ended");
+                    self.notifier.notify(notices).await;
                     return Ok(());
                 }
                 Err(e) => match conflict_at(&e) {

@@ -20,6 +20,7 @@ use super::conversations::SummaryRow;
 use super::*;
 use crate::ids::{ConvKind, parse_conversation_id};
 use crate::model::{Message, SyncEntry, SyncPage};
+use crate::notify::Notice;
 use crate::schema::{DELIVERIES, GROUP_RELATIONS, INBOXES, SYNC};
 use crate::tables::{Cond, Key, KeyVal, Query, TxOp, Update};
 use serde::Deserialize;
@@ -62,6 +63,15 @@ pub(crate) enum Payload {
 impl Payload {
     pub fn event(kind: &'static str, conversation_id: Option<String>, body: Value) -> Self {
         Payload::Event { id: ulid::Ulid::generate().to_string(), kind, conversation_id, body }
+    }
+
+    /// The news of this payload's entry in `user`'s inbox, appended after `counter` as read.
+    pub(crate) fn notice(&self, user: &str, counter: Option<&InboxRow>) -> Notice {
+        let conversation_id = match self {
+            Payload::Message(m) => Some(m.conversation_id.clone()),
+            Payload::Event { conversation_id, .. } => conversation_id.clone(),
+        };
+        Notice { user_id: user.to_string(), sync_seq: counter.map_or(0, |c| c.last_sync_seq) + 1, conversation_id }
     }
 
     /// Names what is delivered, for the delivery marker.
@@ -191,12 +201,18 @@ impl Service {
             .await;
             let mut done = HashSet::new();
             let mut conflicted = false;
+            let mut failed = None;
             for (chunk, outcome) in outcomes {
                 match outcome {
                     Ok(()) => done.extend(chunk.iter().map(|(u, _)| u.clone())),
                     Err(e) if e.is_conflict() => conflicted = true,
-                    Err(e) => return Err(e.into()),
+                    Err(e) => failed = Some(e),
                 }
+            }
+            // What committed is news, even if another chunk failed.
+            self.notify_appended(&pending, &counters, &done, payload).await;
+            if let Some(e) = failed {
+                return Err(e.into());
             }
             pending.retain(|u| !done.contains(u));
             if conflicted {
@@ -211,6 +227,26 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// Tells the connected devices of each user in `done` of the entry just appended, numbered
+    /// one past the counter read for it.
+    async fn notify_appended(
+        &self,
+        users: &[String],
+        counters: &[Option<InboxRow>],
+        done: &HashSet<String>,
+        payload: &Payload,
+    ) {
+        let notices: Vec<Notice> = users
+            .iter()
+            .zip(counters)
+            .filter(|(u, _)| done.contains(*u))
+            .map(|(u, c)| payload.notice(u, c.as_ref()))
+            .collect();
+        if !notices.is_empty() {
+            self.notifier.notify(notices).await;
+        }
     }
 
     /// `GET /v1/sync`: the caller's inbox after a checkpoint.

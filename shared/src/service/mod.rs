@@ -28,6 +28,7 @@ pub mod worker;
 pub use fanout::FanoutJob;
 
 use crate::error::{Error, Result};
+use crate::notify::{NoNotifier, Notifier};
 use crate::queue::Queue;
 use crate::search::Search;
 use crate::tables::{Item, StoreError, Tables};
@@ -90,6 +91,7 @@ pub struct Service {
     tables: Arc<dyn Tables>,
     queue: Arc<dyn Queue>,
     search: Arc<dyn Search>,
+    notifier: Arc<dyn Notifier>,
     cfg: Config,
     send_limiter: ratelimit::SendLimiter,
 }
@@ -97,7 +99,13 @@ pub struct Service {
 impl Service {
     pub fn new(tables: Arc<dyn Tables>, queue: Arc<dyn Queue>, search: Arc<dyn Search>, cfg: Config) -> Self {
         let send_limiter = ratelimit::SendLimiter::new(cfg.send_rate_per_sec, cfg.send_burst);
-        Service { tables, queue, search, cfg, send_limiter }
+        Service { tables, queue, search, notifier: Arc::new(NoNotifier), cfg, send_limiter }
+    }
+
+    /// Tells connected devices of every inbox entry this service commits (none by default).
+    pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     pub fn config(&self) -> &Config {
