@@ -25,6 +25,11 @@ impl Api {
         Api { http, base: format!("http://{addr}") }
     }
 
+    /// The server's address for WebSockets: `ws://host:port`.
+    pub fn ws_base(&self) -> String {
+        self.base.replacen("http://", "ws://", 1)
+    }
+
     /// One request's body; anything but a 2xx is an error naming the request and the answer.
     async fn request(
         &self,

@@ -9,13 +9,15 @@
 //! The last prints each Lambda function's zip size and cold start (`lambda.rs`).
 //! `IM_BENCH_SECS` (default 3) is how long each point runs; `IM_BENCH_OUT` (default
 //! `target/im-bench.json`) where the JSON goes; `IM_BENCH_GROUPS` (default 10,100,1000,10000)
-//! the group sizes.
+//! the group sizes; `IM_BENCH_PUSH_CLIENTS` (default 1000) and `IM_BENCH_PUSH_GROUPS` (default
+//! 100,1000) the connected clients and group sizes of `push` (`push.rs`).
 
 mod api;
 mod baseline;
 mod cost;
 mod lambda;
 mod measure;
+mod push;
 mod scenarios;
 
 #[global_allocator]
@@ -29,7 +31,7 @@ use scenarios::{Bench, Row};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-const SCENARIOS: [&str; 6] = ["send", "sync", "history", "conversations", "search", "groups"];
+const SCENARIOS: [&str; 7] = ["send", "sync", "history", "conversations", "search", "groups", "push"];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -84,6 +86,8 @@ async fn run(chosen: &[&str]) -> Result<(), String> {
     let secs: f64 = env_or("IM_BENCH_SECS", 3.0)?;
     let out_path: String = env_or("IM_BENCH_OUT", "target/im-bench.json".to_string())?;
     let sizes = env_sizes("IM_BENCH_GROUPS", "10,100,1000,10000")?;
+    let push_clients: usize = env_or("IM_BENCH_PUSH_CLIENTS", 1000)?;
+    let push_groups = env_sizes("IM_BENCH_PUSH_GROUPS", "100,1000")?;
     let dir = std::env::temp_dir().join(format!("im-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
 
@@ -145,6 +149,7 @@ async fn run(chosen: &[&str]) -> Result<(), String> {
             "conversations" => bench.conversations().await?,
             "search" => bench.search().await?,
             "groups" => bench.groups(&sizes).await?,
+            "push" => bench.push(push_clients, &push_groups).await?,
             _ => unreachable!("checked in main"),
         };
         eprintln!("im-bench: {name} took {:.0} s", t.elapsed().as_secs_f64());

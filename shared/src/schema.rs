@@ -198,6 +198,20 @@ pub const OUTBOX: TableDef = TableDef {
     purpose: "fan-outs in progress, re-enqueued by a sweeper if a crash lost their job",
 };
 
+/// Open WebSocket connections on AWS (API Gateway's connection ids), by user: where a user's
+/// notices go. A row expires with API Gateway's longest connection (two hours), so one whose
+/// `$disconnect` never ran is forgotten anyway; `$disconnect` finds its row by the index.
+pub const CONNECTIONS_BY_ID: &str = "by_connection";
+pub const CONNECTIONS: TableDef = TableDef {
+    name: "connections",
+    pk: s("user_id"),
+    sk: Some(s("connection_id")),
+    indexes: &[IndexDef { name: CONNECTIONS_BY_ID, pk: s("connection_id"), sk: None }],
+    ttl: Some("expires_at"),
+    stream: false,
+    purpose: "open WebSocket connections (API Gateway) of each user, for live notices",
+};
+
 /// Every table, in a fixed order.
 pub const ALL_TABLES: &[&TableDef] = &[
     &USERS,
@@ -213,6 +227,7 @@ pub const ALL_TABLES: &[&TableDef] = &[
     &SENDS,
     &DELIVERIES,
     &OUTBOX,
+    &CONNECTIONS,
 ];
 
 #[cfg(test)]
@@ -228,5 +243,6 @@ mod tests {
         assert!(GROUP_RELATIONS.index(GROUP_RELATIONS_BY_USER).is_some());
         assert!(CONVERSATIONS.index(CONVERSATIONS_BY_ACTIVITY).is_some());
         assert!(FRIEND_REQUESTS.index(FRIEND_REQUESTS_OUTGOING).is_some());
+        assert!(CONNECTIONS.index(CONNECTIONS_BY_ID).is_some());
     }
 }

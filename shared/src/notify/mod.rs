@@ -9,6 +9,8 @@
 //! Adapters: [`local::LocalHub`] holds the local server's WebSocket connections in memory; on
 //! AWS the connections live in a table and notices go out through API Gateway's Management API.
 
+pub mod apigw;
+pub mod connections;
 pub mod local;
 
 use serde::Serialize;
