@@ -32,6 +32,15 @@ const fn tables(reads: &'static [&'static TableDef], writes: &'static [&'static 
     Access { reads, writes, sends: &[], search: SearchUse::None }
 }
 
+impl Access {
+    /// Whether the function appends to inboxes, and so tells the appended users' connections
+    /// (the notifier): it reads their connections, forgets a gone one, and posts through the
+    /// WebSocket API's Management API. Derived, so that no delivering function lacks it.
+    pub fn notifies(&self) -> bool {
+        self.writes.iter().any(|t| t.name == SYNC.name)
+    }
+}
+
 /// The access of the function named `name` (a route's `lambda`, or a worker); `None` for a name
 /// that is neither.
 pub fn of(name: &str) -> Option<Access> {
@@ -102,6 +111,8 @@ pub fn of(name: &str) -> Option<Access> {
         ),
         "indexer" => Access { search: SearchUse::Index, ..tables(&[&STORE, &META], &[]) },
         "outbox-sweeper" => Access { sends: &[FANOUT], ..tables(&[&OUTBOX], &[&OUTBOX]) },
+        "ws-connect" | "ws-disconnect" => tables(&[&CONNECTIONS], &[&CONNECTIONS]),
+        "ws-default" => tables(&[], &[]),
         _ => return None,
     })
 }

@@ -4,8 +4,7 @@
 
 use super::*;
 use crate::dispatch::{self, App, Auth, HttpConfig};
-use crate::lambda::WORKER_FUNCTIONS;
-use crate::routes::{self, ROUTES};
+use crate::routes;
 use async_trait::async_trait;
 use im_shared::queue::embedded::EmbeddedQueue;
 use im_shared::queue::names::FANOUT;
@@ -138,9 +137,23 @@ impl<T: Search> Search for Rec<T> {
     }
 }
 
+/// The notifier, recording that a function told connections of inbox entries.
+struct RecNotifier(Seen);
+
+#[async_trait]
+impl im_shared::notify::Notifier for RecNotifier {
+    async fn notify(&self, notices: Vec<im_shared::notify::Notice>) {
+        if !notices.is_empty() {
+            self.0.lock().unwrap().insert(("notify", "ws".to_string()));
+        }
+    }
+}
+
 struct World {
     _dir: tempfile::TempDir,
     app: App,
+    /// The recording tables, for the WebSocket functions (which have no service).
+    tables: Arc<Rec<RedbTables>>,
     queue: EmbeddedQueue,
     seen: Seen,
     conflict: Arc<AtomicBool>,
@@ -159,14 +172,16 @@ impl World {
         // No grace: the outbox sweep re-enqueues a fan-out still in progress, so that it shows
         // what it touches when it has work.
         let cfg = im_shared::service::Config { index_jobs: false, outbox_grace_ms: 0, ..Default::default() };
+        let rec_tables = Arc::new(Rec { inner: tables, seen: seen.clone(), conflict: conflict.clone() });
         let service = Service::new(
-            Arc::new(Rec { inner: tables, seen: seen.clone(), conflict: conflict.clone() }),
+            rec_tables.clone(),
             Arc::new(Rec { inner: queue.clone(), seen: seen.clone(), conflict: conflict.clone() }),
             Arc::new(Rec { inner: search, seen: seen.clone(), conflict: conflict.clone() }),
             cfg,
-        );
+        )
+        .with_notifier(Arc::new(RecNotifier(seen.clone())));
         let app = App { service: Arc::new(service), auth: Auth::Authorizer, cfg: HttpConfig::default() };
-        World { _dir: dir, app, queue, seen, conflict, observed: BTreeMap::new() }
+        World { _dir: dir, app, tables: rec_tables, queue, seen, conflict, observed: BTreeMap::new() }
     }
 
     /// Calls `lambda`'s route as `caller`; expects `status`; returns the body.
@@ -274,6 +289,24 @@ async fn scenario(w: &mut World) {
     w.call("alice", "remove-member", &format!("/v1/groups/{g}/members/carol"), "", Value::Null, 204).await;
     w.call("bob", "leave-group", &format!("/v1/groups/{g}/leave"), "", Value::Null, 204).await;
     w.fan_out().await;
+
+    // The WebSocket API's functions, fed API Gateway's events.
+    let (issuer, _) = crate::ws::tests::issuer().await;
+    let ws = crate::ws::WsApp {
+        connections: im_shared::notify::connections::Connections::new(w.tables.clone()),
+        verifier: crate::ws::JwtVerifier::new(&issuer, crate::ws::tests::AUDIENCE),
+        max_per_user: 10,
+    };
+    let token = crate::ws::tests::token(&issuer, "bob");
+    for (function, fixture, token) in [
+        ("ws-connect", crate::ws::tests::CONNECT, Some(token.as_str())),
+        ("ws-default", crate::ws::tests::MESSAGE, None),
+        ("ws-disconnect", crate::ws::tests::DISCONNECT, None),
+    ] {
+        let r = crate::ws::ws_event(&ws, crate::ws::tests::event(fixture, "conn-1", token, None)).await;
+        assert_eq!(r.status_code, 200, "{function}: {:?}", r.body);
+        w.collect(function);
+    }
 }
 
 fn declared(access: &Access) -> BTreeSet<(&'static str, String)> {
@@ -281,6 +314,9 @@ fn declared(access: &Access) -> BTreeSet<(&'static str, String)> {
     out.extend(access.reads.iter().map(|t| ("read", t.name.to_string())));
     out.extend(access.writes.iter().map(|t| ("write", t.name.to_string())));
     out.extend(access.sends.iter().map(|q| ("send", q.to_string())));
+    if access.notifies() {
+        out.insert(("notify", "ws".to_string()));
+    }
     match access.search {
         SearchUse::None => {}
         SearchUse::Query => drop(out.insert(("search", "read".to_string()))),
@@ -295,7 +331,7 @@ fn declared(access: &Access) -> BTreeSet<(&'static str, String)> {
 async fn each_function_touches_exactly_what_it_declares() {
     let mut w = World::new();
     scenario(&mut w).await;
-    let functions = ROUTES.iter().filter(|r| !r.local_only).map(|r| r.lambda).chain(WORKER_FUNCTIONS.iter().copied());
+    let functions = crate::lambda::function_names();
     let mut wrong = Vec::new();
     for function in functions {
         let access = of(function).unwrap_or_else(|| panic!("{function} has no declared access"));

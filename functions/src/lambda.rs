@@ -4,7 +4,8 @@
 //!   only (`ReportBatchItemFailures`), so a good job is never redone for a bad neighbour;
 //! - [`indexer_function`]: the search indexer on the store and meta tables' DynamoDB streams;
 //! - [`sweeper_function`]: the scheduled outbox sweep that re-enqueues fan-outs whose job was
-//!   lost between a send's commit and its enqueue.
+//!   lost between a send's commit and its enqueue;
+//! - [`ws_function`]: a route of the WebSocket API (`$connect`, `$disconnect`, `$default`).
 //!
 //! Configuration is read once, at cold start ([`LambdaEnv::from_env`]); a missing variable
 //! stops the function before its first event, with the variable's name in the log.
@@ -15,9 +16,12 @@
 use crate::dispatch::{self, App, Auth, HttpConfig};
 use crate::env;
 use crate::routes::{self, Route};
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use im_shared::notify::apigw::ApiGatewayNotifier;
+use im_shared::notify::connections::Connections;
 use im_shared::queue::service_queues;
 use im_shared::queue::sqs::SqsQueue;
 use im_shared::search::opensearch::OpenSearchSearch;
@@ -32,10 +36,19 @@ use std::sync::Arc;
 /// The functions that are not API operations, each with its own `main` in `src/bin/`.
 pub const WORKER_FUNCTIONS: &[&str] = &["fanout-worker", "indexer", "outbox-sweeper"];
 
+/// The WebSocket API's functions, by route: (function, route key).
+pub const WS_FUNCTIONS: &[(&str, &str)] =
+    &[("ws-connect", "$connect"), ("ws-disconnect", "$disconnect"), ("ws-default", "$default")];
+
 /// Every deployed function's name: one per API operation (not the local-only routes), then the
-/// workers.
+/// workers, then the WebSocket API's.
 pub fn function_names() -> impl Iterator<Item = &'static str> {
-    routes::ROUTES.iter().filter(|r| !r.local_only).map(|r| r.lambda).chain(WORKER_FUNCTIONS.iter().copied())
+    routes::ROUTES
+        .iter()
+        .filter(|r| !r.local_only)
+        .map(|r| r.lambda)
+        .chain(WORKER_FUNCTIONS.iter().copied())
+        .chain(WS_FUNCTIONS.iter().map(|(f, _)| *f))
 }
 
 /// A function's configuration, from its environment.
@@ -46,6 +59,9 @@ pub struct LambdaEnv {
     pub opensearch: im_shared::search::opensearch::OpenSearchConfig,
     pub http: HttpConfig,
     pub service: im_shared::service::Config,
+    /// The WebSocket API's stage URL, for the Management API: set, inbox entries are notified
+    /// to their users' connections.
+    pub ws_endpoint: Option<String>,
 }
 
 impl LambdaEnv {
@@ -64,6 +80,7 @@ impl LambdaEnv {
                 ..HttpConfig::default()
             },
             service,
+            ws_endpoint: env::var("IM_WS_ENDPOINT"),
         })
     }
 
@@ -72,7 +89,8 @@ impl LambdaEnv {
     /// request finds out if something is unreachable.
     pub async fn service(&self) -> Result<(Arc<Service>, Arc<OpenSearchSearch>), String> {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let tables = DynamoTables::new(aws_sdk_dynamodb::Client::new(&sdk), self.table_prefix.clone());
+        let tables: Arc<dyn im_shared::tables::Tables> =
+            Arc::new(DynamoTables::new(aws_sdk_dynamodb::Client::new(&sdk), self.table_prefix.clone()));
         // The template defines the queues' redrive policies; only the names matter here.
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), self.queue_prefix.clone(), service_queues(5));
         let signing = self.opensearch.sigv4_region.as_ref().map(|_| &sdk);
@@ -80,7 +98,12 @@ impl LambdaEnv {
             OpenSearchSearch::with_sdk_config(&self.opensearch, signing)
                 .map_err(|e| format!("IM_OPENSEARCH_URL: {e}"))?,
         );
-        let service = Service::new(Arc::new(tables), Arc::new(queue), search.clone(), self.service.clone());
+        let mut service = Service::new(tables.clone(), Arc::new(queue), search.clone(), self.service.clone());
+        if let Some(endpoint) = &self.ws_endpoint {
+            let config = aws_sdk_apigatewaymanagement::config::Builder::from(&sdk).endpoint_url(endpoint).build();
+            let client = aws_sdk_apigatewaymanagement::Client::from_conf(config);
+            service = service.with_notifier(Arc::new(ApiGatewayNotifier::new(Connections::new(tables), client)));
+        }
         Ok((Arc::new(service), search))
     }
 }
@@ -246,6 +269,39 @@ pub async fn stream_event(service: &Service, table_prefix: &str, event: StreamEv
         response.batch_item_failures.push(failure);
     }
     response
+}
+
+/// `main` of a WebSocket route's function (`ws-connect`, `ws-disconnect`, `ws-default`): the
+/// connections table and, for `$connect`, the token check (`IM_JWT_ISSUER`, `IM_JWT_AUDIENCE`).
+pub async fn ws_function(name: &str) -> Result<(), lambda_runtime::Error> {
+    env::init_logging(true);
+    let route = WS_FUNCTIONS.iter().find(|(f, _)| *f == name).map(|(_, r)| *r);
+    let started = async {
+        let route = route.ok_or_else(|| format!("no WebSocket route is served by a function named {name}"))?;
+        let prefix = env::required("IM_TABLE_PREFIX")?;
+        // Only $connect checks tokens; the others never read these.
+        let (issuer, audience) = if route == "$connect" {
+            (env::required("IM_JWT_ISSUER")?, env::required("IM_JWT_AUDIENCE")?)
+        } else {
+            (String::new(), String::new())
+        };
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let tables = DynamoTables::new(aws_sdk_dynamodb::Client::new(&sdk), prefix);
+        Ok::<_, String>(crate::ws::WsApp {
+            connections: Connections::new(Arc::new(tables)),
+            verifier: crate::ws::JwtVerifier::new(&issuer, &audience),
+            max_per_user: env::parse("IM_WS_MAX_PER_USER", 10)?,
+        })
+    };
+    let app = Arc::new(started.await.map_err(|e| {
+        tracing::error!(error = %e, "configuration error; the function cannot start");
+        lambda_runtime::Error::from(e)
+    })?);
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(crate::ws::ws_event(&app, ev.payload).await) }
+    }))
+    .await
 }
 
 /// `main` of the scheduled outbox sweep.

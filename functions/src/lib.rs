@@ -13,6 +13,7 @@ pub mod lambda;
 pub mod openapi;
 pub mod routes;
 pub mod template;
+pub mod ws;
 
 pub use dispatch::{App, HttpConfig, handle};
 pub use routes::{Op, ROUTES, Route};

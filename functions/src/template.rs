@@ -5,10 +5,10 @@
 //! checked-in copy differs from what the code generates, and CI lints it with cfn-lint.
 
 use crate::access::{self, SearchUse};
-use crate::lambda::WORKER_FUNCTIONS;
+use crate::lambda::{WORKER_FUNCTIONS, WS_FUNCTIONS};
 use crate::routes::ROUTES;
 use im_shared::queue::names::{FANOUT, FANOUT_DLQ, INDEX_DLQ};
-use im_shared::schema::{ALL_TABLES, KeyAttr, KeyType, TableDef};
+use im_shared::schema::{ALL_TABLES, CONNECTIONS, KeyAttr, KeyType, TableDef};
 use serde_norway::{Mapping, Value};
 
 /// Seconds an API function may run.
@@ -21,6 +21,8 @@ pub const FANOUT_VISIBILITY_SECS: u64 = 6 * WORKER_TIMEOUT_SECS;
 const _: () = assert!(FANOUT_VISIBILITY_SECS >= 6 * WORKER_TIMEOUT_SECS);
 /// Receives before a fan-out job is dead-lettered.
 pub const FANOUT_MAX_RECEIVES: u64 = 5;
+/// The WebSocket API's one stage.
+pub const WS_STAGE: &str = "live";
 /// Dead letters are kept for the longest time SQS allows, 14 days.
 const DLQ_RETENTION_SECS: u64 = 14 * 24 * 3600;
 
@@ -177,6 +179,13 @@ fn globals() -> Value {
                         ("IM_QUEUE_PREFIX", sub("${AWS::StackName}-")),
                         ("IM_OPENSEARCH_URL", search_url),
                         ("IM_OPENSEARCH_SIGV4_REGION", reference("AWS::Region")),
+                        // The Management API of the WebSocket API: where notices are posted.
+                        (
+                            "IM_WS_ENDPOINT",
+                            sub(&format!(
+                                "https://${{WebSocketApi}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{WS_STAGE}"
+                            )),
+                        ),
                         ("IM_LOG", reference("LogLevel")),
                     ]),
                 )]),
@@ -290,6 +299,16 @@ fn policy(function: &str) -> Value {
         SearchUse::Index => statements
             .push(statement(&["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut"], list([domain]))),
     }
+    if access.notifies() {
+        // Its recipients' connections: read them, forget a gone one, post to the rest.
+        let id = table_id(&CONNECTIONS);
+        statements.push(statement(&["dynamodb:Query"], list([get_att(&id, "Arn")])));
+        statements.push(statement(&["dynamodb:DeleteItem"], list([get_att(&id, "Arn")])));
+        let connections = sub(&format!(
+            "arn:${{AWS::Partition}}:execute-api:${{AWS::Region}}:${{AWS::AccountId}}:${{WebSocketApi}}/{WS_STAGE}/POST/@connections/*"
+        ));
+        statements.push(statement(&["execute-api:ManageConnections"], list([connections])));
+    }
     if statements.is_empty() {
         // A function that touches nothing (the health check) gets no policy beyond logging.
         return list([]);
@@ -304,7 +323,9 @@ fn function(name: &str, description: &str, timeout: Option<u64>, events: Value) 
         props.insert(s("Timeout"), n(t));
     }
     props.insert(s("Policies"), policy(name));
-    props.insert(s("Events"), events);
+    if !matches!(&events, Value::Mapping(m) if m.is_empty()) {
+        props.insert(s("Events"), events);
+    }
     map([
         ("Type", s("AWS::Serverless::Function")),
         ("Metadata", map([("BuildMethod", s("rust-cargolambda")), ("BuildProperties", map([("Binary", s(name))]))])),
@@ -338,6 +359,104 @@ fn http_api() -> Value {
             )]),
         ),
     ])
+}
+
+/// The WebSocket API: clients connect with `?token=<JWT>` (checked by `ws-connect`); every
+/// frame goes to `$default`. Its routes and stage are separate resources.
+fn websocket_api() -> Value {
+    map([
+        ("Type", s("AWS::ApiGatewayV2::Api")),
+        (
+            "Properties",
+            map([
+                ("Name", sub("${AWS::StackName}-ws")),
+                ("ProtocolType", s("WEBSOCKET")),
+                ("RouteSelectionExpression", s("$request.body.type")),
+                ("Description", s("Live notices: a connected device hears when its user's inbox has news")),
+            ]),
+        ),
+    ])
+}
+
+fn websocket_stage() -> Value {
+    map([
+        ("Type", s("AWS::ApiGatewayV2::Stage")),
+        (
+            "Properties",
+            map([("ApiId", reference("WebSocketApi")), ("StageName", s(WS_STAGE)), ("AutoDeploy", Value::from(true))]),
+        ),
+    ])
+}
+
+/// A WebSocket route's resources, by logical id suffix: the Lambda integration, the route, the
+/// permission for API Gateway to invoke the function, and for `$default` a route response
+/// (so that the function's answer, the pong, goes back to the client).
+fn websocket_route(function: &str, route: &str) -> Vec<(&'static str, Value)> {
+    let id = pascal(function);
+    let fn_id = function_id(function);
+    let mut out = vec![
+        (
+            "Integration",
+            map([
+                ("Type", s("AWS::ApiGatewayV2::Integration")),
+                (
+                    "Properties",
+                    map([
+                        ("ApiId", reference("WebSocketApi")),
+                        ("IntegrationType", s("AWS_PROXY")),
+                        (
+                            "IntegrationUri",
+                            sub(&format!(
+                                "arn:${{AWS::Partition}}:apigateway:${{AWS::Region}}:lambda:path/2015-03-31/functions/${{{fn_id}.Arn}}/invocations"
+                            )),
+                        ),
+                    ]),
+                ),
+            ]),
+        ),
+        (
+            "Permission",
+            map([
+                ("Type", s("AWS::Lambda::Permission")),
+                (
+                    "Properties",
+                    map([
+                        ("Action", s("lambda:InvokeFunction")),
+                        ("FunctionName", reference(&fn_id)),
+                        ("Principal", s("apigateway.amazonaws.com")),
+                        (
+                            "SourceArn",
+                            sub("arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${WebSocketApi}/*"),
+                        ),
+                    ]),
+                ),
+            ]),
+        ),
+    ];
+    let mut props = Mapping::new();
+    props.insert(s("ApiId"), reference("WebSocketApi"));
+    props.insert(s("RouteKey"), s(route));
+    props.insert(s("AuthorizationType"), s("NONE"));
+    props.insert(s("Target"), sub(&format!("integrations/${{{id}Integration}}")));
+    if route == "$default" {
+        props.insert(s("RouteResponseSelectionExpression"), s("$default"));
+        out.push((
+            "RouteResponse",
+            map([
+                ("Type", s("AWS::ApiGatewayV2::RouteResponse")),
+                (
+                    "Properties",
+                    map([
+                        ("ApiId", reference("WebSocketApi")),
+                        ("RouteId", reference(&format!("{id}Route"))),
+                        ("RouteResponseKey", s("$default")),
+                    ]),
+                ),
+            ]),
+        ));
+    }
+    out.push(("Route", map([("Type", s("AWS::ApiGatewayV2::Route")), ("Properties", Value::Mapping(props))])));
+    out
 }
 
 fn queue(name: &str, extra: Value) -> Value {
@@ -502,6 +621,31 @@ fn resources() -> Mapping {
         };
         add(function_id(name), function(name, description, Some(WORKER_TIMEOUT_SECS), events));
     }
+    add("WebSocketApi".into(), websocket_api());
+    add("WebSocketStage".into(), websocket_stage());
+    for (name, route) in WS_FUNCTIONS {
+        let (description, env) = match *route {
+            "$connect" => (
+                "WebSocket $connect: checks the token, records the connection",
+                Some(map([
+                    ("IM_JWT_ISSUER", reference("JwtIssuer")),
+                    ("IM_JWT_AUDIENCE", map([("Fn::Join", list([s(","), reference("JwtAudience")]))])),
+                ])),
+            ),
+            "$disconnect" => ("WebSocket $disconnect: forgets the connection", None),
+            _ => ("WebSocket messages: answers pings", None),
+        };
+        let mut f = function(name, description, None, map([]));
+        if let (Some(env), Value::Mapping(m)) = (env, &mut f)
+            && let Some(Value::Mapping(props)) = m.get_mut("Properties")
+        {
+            props.insert(s("Environment"), map([("Variables", env)]));
+        }
+        add(function_id(name), f);
+        for (suffix, resource) in websocket_route(name, route) {
+            add(format!("{}{suffix}", pascal(name)), resource);
+        }
+    }
     for t in ALL_TABLES {
         add(table_id(t), table(t));
     }
@@ -536,6 +680,18 @@ fn outputs() -> Value {
             map([
                 ("Description", s("Base URL of the HTTP API")),
                 ("Value", sub("https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}")),
+            ]),
+        ),
+        (
+            "WebSocketUrl",
+            map([
+                ("Description", s("Where devices connect for live notices: <url>?token=<JWT>")),
+                (
+                    "Value",
+                    sub(&format!(
+                        "wss://${{WebSocketApi}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{WS_STAGE}"
+                    )),
+                ),
             ]),
         ),
         (

@@ -88,7 +88,8 @@ fn tables_keys_indexes_and_routes_match_the_code() {
     for f in of_type("AWS::Serverless::Function") {
         let binary = text(f, &["Metadata", "BuildProperties", "Binary"]);
         assert_eq!(text(f, &["Metadata", "BuildMethod"]), "rust-cargolambda");
-        for (_, event) in get(f, &["Properties", "Events"]).as_mapping().unwrap() {
+        let events = f["Properties"].get("Events").and_then(Value::as_mapping).into_iter().flatten();
+        for (_, event) in events {
             if text(event, &["Type"]) != "HttpApi" {
                 continue;
             }
@@ -103,6 +104,28 @@ fn tables_keys_indexes_and_routes_match_the_code() {
         .map(|r| (r.method.to_string(), r.path.to_string(), r.lambda.to_string(), !r.auth))
         .collect();
     assert_eq!(routed, expected);
+
+    // The WebSocket API: each route key to the function the code serves it with, through an
+    // integration of that function, which API Gateway may invoke.
+    let all = get(&doc, &["Resources"]);
+    let mut ws_routes = BTreeSet::new();
+    for route in of_type("AWS::ApiGatewayV2::Route") {
+        let p = get(route, &["Properties"]);
+        let target = text(p, &["Target", "Fn::Sub"]);
+        let integration = target.strip_prefix("integrations/${").and_then(|t| t.strip_suffix('}')).unwrap();
+        let uri = text(get(all, &[integration]), &["Properties", "IntegrationUri", "Fn::Sub"]);
+        let function = all
+            .as_mapping()
+            .unwrap()
+            .iter()
+            .find(|(id, _)| uri.contains(&format!("${{{}.Arn}}", id.as_str().unwrap())))
+            .map(|(_, f)| text(f, &["Metadata", "BuildProperties", "Binary"]).to_string())
+            .expect("the integration invokes a function of the template");
+        ws_routes.insert((text(p, &["RouteKey"]).to_string(), function));
+    }
+    let expected: BTreeSet<_> = WS_FUNCTIONS.iter().map(|(f, r)| (r.to_string(), f.to_string())).collect();
+    assert_eq!(ws_routes, expected);
+    assert_eq!(of_type("AWS::Lambda::Permission").count(), WS_FUNCTIONS.len());
 }
 
 #[test]
