@@ -185,10 +185,11 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         auth: dispatch::Auth::Hs256(Box::new(im_functions::auth::Hs256::new(cfg.jwt_secret.as_bytes()))),
         cfg: cfg.http.clone(),
     });
-    // The WebSocket is not an API operation: it is the one route outside the route table.
+    // The WebSocket and the web page are not API operations: the routes outside the route table.
     let ws = crate::ws::Ws { app: app.clone(), hub, stop: stop_rx.clone(), cfg: cfg.ws.clone() };
     let router = Router::new()
         .route("/v1/ws", axum::routing::any(crate::ws::handler).with_state(ws))
+        .merge(crate::web::routes())
         .fallback(route)
         .with_state(app);
     let listener =

@@ -1,5 +1,5 @@
 //! The local WebSocket (`/v1/ws`) through the real server binary over real HTTP: who hears of
-//! what, the keep-alive, the refusals and a clean close.
+//! what, the keep-alive, the refusals and a clean close; and the web page that uses it.
 
 mod common;
 
@@ -158,4 +158,20 @@ async fn the_server_pings_an_idle_connection() {
     let frame = tokio::time::timeout(Duration::from_secs(3), socket.next()).await.expect("a ping within 3 s");
     assert!(matches!(frame, Some(Ok(Message::Ping(_)))), "{frame:?}");
     hears_nothing(&mut socket).await; // the client's library answered it, and it stays open
+}
+
+/// The web chat page and its assets are served with a strict Content-Security-Policy.
+#[tokio::test]
+async fn the_chat_page_is_served_with_its_script_and_styles() {
+    let s = Server::start();
+    for (path, kind, marker) in
+        [("/", "text/html", "/app.js"), ("/app.js", "text/javascript", "/v1/ws"), ("/app.css", "text/css", "badge")]
+    {
+        let resp = common::client().get(format!("{}{path}", s.base)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        assert!(header("content-type").starts_with(kind), "{path}: {}", header("content-type"));
+        assert!(header("content-security-policy").contains("default-src 'self'"), "{path}");
+        assert!(resp.text().await.unwrap().contains(marker), "{path}");
+    }
 }
