@@ -1,7 +1,8 @@
 //! Notices on AWS: the connections table on DynamoDB (a moto server) and posts through API
 //! Gateway's Management API, first to moto's own implementation of it, then to a loopback
 //! stand-in that answers `410 Gone` as API Gateway does for a connection closed without
-//! `$disconnect` (moto never answers 410). The connections case runs on redb too.
+//! `$disconnect` (moto never answers 410). The connections case runs on redb too, and a
+//! notifier that cannot reach API Gateway is shown not to hold up a delivery.
 
 mod common;
 
@@ -33,11 +34,9 @@ fn notice(user: &str, seq: i64) -> Notice {
     Notice { user_id: user.into(), sync_seq: seq, conversation_id: Some("s_alice_bob".into()) }
 }
 
+/// The client as the functions configure it.
 async fn management_client(endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
-    let sdk = common::moto_sdk_config().await;
-    aws_sdk_apigatewaymanagement::Client::from_conf(
-        aws_sdk_apigatewaymanagement::config::Builder::from(&sdk).endpoint_url(endpoint).build(),
-    )
+    ApiGatewayNotifier::client(&common::moto_sdk_config().await, endpoint)
 }
 
 #[tokio::test]
@@ -107,4 +106,37 @@ async fn every_connection_of_a_recipient_is_told_and_a_gone_one_is_forgotten() {
     assert_eq!(notifier.stats(), PostStats { sent: 2, gone: 1, failed: 0 });
     assert_eq!(c.of_user("alice").await.unwrap(), vec!["A1"], "the gone connection is forgotten, not A1");
     assert_eq!(c.of_user("carol").await.unwrap(), vec!["C1"], "others are untouched");
+}
+
+/// A notice that cannot be posted (API Gateway unreachable) is logged and counted; the message
+/// is delivered all the same, once, and the send succeeds.
+#[tokio::test]
+async fn a_failed_notice_never_fails_the_delivery() {
+    use im_shared::queue::{embedded::EmbeddedQueue, service_queues};
+    use im_shared::service::messages::SendInput;
+    use im_shared::service::users::ProfileInput;
+    use im_shared::service::{Config, Service};
+    let dir = tempfile::tempdir().unwrap();
+    let tables = Arc::new(im_shared::tables::embedded::RedbTables::open(&dir.path().join("t.redb")).unwrap());
+    let c = Connections::new(tables.clone());
+    c.open("bob", "B1", 10).await.unwrap();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let notifier = Arc::new(ApiGatewayNotifier::new(c.clone(), management_client(&format!("http://{closed}")).await));
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q.redb"), service_queues(5)).unwrap());
+    let search = Arc::new(im_shared::search::embedded::TantivySearch::open(&dir.path().join("search")).unwrap());
+    let svc = Service::new(tables, queue, search, Config::default()).with_notifier(notifier.clone());
+    for u in ["alice", "bob"] {
+        svc.put_me(u, ProfileInput { name: u.into(), gender: None, avatar_url: None, bio: None }).await.unwrap();
+    }
+    svc.request_friend("alice", "bob", None).await.unwrap();
+    let conversation = svc.accept_friend("bob", "alice").await.unwrap().conversation_id;
+    let input = SendInput { client_msg_id: "m1".into(), kind: "text".into(), text: "still delivered".into() };
+    svc.send("alice", &conversation, input).await.expect("the send succeeds though no notice went out");
+    let inbox = svc.sync("bob", Some(0), Some(100)).await.unwrap();
+    let copies = inbox.items.iter().filter(|e| e.message.as_ref().is_some_and(|m| m.text == "still delivered")).count();
+    assert_eq!(copies, 1);
+    let stats = notifier.stats();
+    assert!(stats.failed >= 1 && stats.sent == 0, "{stats:?}");
+    assert_eq!(c.of_user("bob").await.unwrap(), vec!["B1"], "a failure is not a 410: the connection stays");
 }

@@ -89,6 +89,10 @@ async fn cold_start(binary: &Path, name: &str, listener: &TcpListener, api: &str
             ("IM_TABLE_PREFIX", "bench-"),
             ("IM_QUEUE_PREFIX", "bench-"),
             ("IM_OPENSEARCH_URL", &format!("http://{api}")),
+            ("IM_WS_ENDPOINT", &format!("http://{api}/live")),
+            // ws-connect's token check (its keys are fetched on the first connection, not here).
+            ("IM_JWT_ISSUER", "https://issuer.example"),
+            ("IM_JWT_AUDIENCE", "bench"),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -100,8 +100,7 @@ impl LambdaEnv {
         );
         let mut service = Service::new(tables.clone(), Arc::new(queue), search.clone(), self.service.clone());
         if let Some(endpoint) = &self.ws_endpoint {
-            let config = aws_sdk_apigatewaymanagement::config::Builder::from(&sdk).endpoint_url(endpoint).build();
-            let client = aws_sdk_apigatewaymanagement::Client::from_conf(config);
+            let client = ApiGatewayNotifier::client(&sdk, endpoint);
             service = service.with_notifier(Arc::new(ApiGatewayNotifier::new(Connections::new(tables), client)));
         }
         Ok((Arc::new(service), search))

@@ -35,6 +35,24 @@ impl ApiGatewayNotifier {
         ApiGatewayNotifier { connections, client, sent: 0.into(), gone: 0.into(), failed: 0.into() }
     }
 
+    /// A Management API client for the stage at `endpoint`, impatient on purpose: a notice is a
+    /// hint, and a delivery waits for its notices, so an API Gateway that does not answer
+    /// within a second (after one retry) costs a delivery that much and no more.
+    pub fn client(sdk: &aws_config::SdkConfig, endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
+        use aws_sdk_apigatewaymanagement::config::{Builder, retry::RetryConfig, timeout::TimeoutConfig};
+        let config = Builder::from(sdk)
+            .endpoint_url(endpoint)
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_millis(500))
+                    .operation_timeout(std::time::Duration::from_secs(1))
+                    .build(),
+            )
+            .build();
+        aws_sdk_apigatewaymanagement::Client::from_conf(config)
+    }
+
     pub fn stats(&self) -> PostStats {
         PostStats {
             sent: self.sent.load(Ordering::Relaxed),
