@@ -14,6 +14,8 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use im_shared::model::JoinPolicy;
+use im_shared::notify::apigw::ApiGatewayNotifier;
+use im_shared::notify::connections::Connections;
 use im_shared::queue::names::FANOUT;
 use im_shared::queue::sqs::SqsQueue;
 use im_shared::queue::{Queue, service_queues};
@@ -266,7 +268,7 @@ impl CostRun {
             aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(Counter(meter.clone(), "dynamodb")).build();
         let sqs = aws_sdk_sqs::config::Builder::from(&sdk).interceptor(Counter(meter.clone(), "sqs")).build();
         let prefix = format!("cost{}-", std::process::id());
-        let tables = DynamoTables::new(aws_sdk_dynamodb::Client::from_conf(dynamo), prefix.clone());
+        let tables = Arc::new(DynamoTables::new(aws_sdk_dynamodb::Client::from_conf(dynamo), prefix.clone()));
         tables.create_tables().await.map_err(|e| format!("creating tables on moto: {e}"))?;
         let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::from_conf(sqs), prefix, service_queues(5)));
         queue.create_queues().await.map_err(|e| format!("creating queues on moto: {e}"))?;
@@ -275,7 +277,11 @@ impl CostRun {
         let search = Arc::new(CountingSearch { inner: Arc::new(tantivy), meter: meter.clone() });
         // As the Lambda functions are configured: table streams feed the indexer, no index jobs.
         let cfg = Config { index_jobs: false, send_rate_per_sec: 0.0, ..Config::default() };
-        let service = Arc::new(Service::new(Arc::new(tables), queue.clone(), search, cfg));
+        // As deployed with the WebSocket API: every delivery looks up its recipients'
+        // connections (here nobody is connected, so nothing is posted).
+        let notifier =
+            ApiGatewayNotifier::new(Connections::new(tables.clone()), ApiGatewayNotifier::client(&sdk, moto));
+        let service = Arc::new(Service::new(tables, queue.clone(), search, cfg).with_notifier(Arc::new(notifier)));
         Ok(CostRun { service, queue, meter })
     }
 
