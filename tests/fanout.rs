@@ -324,11 +324,14 @@ impl Tables for PauseFirstDelivery {
     }
 }
 
-/// A member who leaves after the fan-out read the member list, but before their entry
-/// commits, gets nothing, and the group does not come back into their conversation list:
-/// membership is a condition of the delivery transaction itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_member_who_leaves_mid_fanout_gets_nothing_and_does_not_get_the_group_back() {
+/// Sends a group message from `sender`, holds the fan-out's first delivery transaction (u0 and
+/// u1: pages of 3, batches of 2), runs `meanwhile`, then lets the fan-out finish. Returns the
+/// fixture and the message's seq.
+async fn with_first_delivery_held<F, Fut>(sender: usize, meanwhile: F) -> (Arc<Fixture>, i64)
+where
+    F: FnOnce(Arc<Fixture>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let dir = tempfile::tempdir().unwrap().keep();
     let tables = Arc::new(PauseFirstDelivery {
         inner: RedbTables::open(&dir.join("t.redb")).unwrap(),
@@ -336,7 +339,8 @@ async fn a_member_who_leaves_mid_fanout_gets_nothing_and_does_not_get_the_group_
     });
     let f = Arc::new(fixture_on(tables.clone(), 30_000).await);
     let (paused, resume) = tables.arm().await;
-    let seq = f.send("m1").await;
+    let input = SendInput { client_msg_id: "m1".into(), kind: "text".into(), text: "text m1".into() };
+    let seq = f.svc.send(&f.members[sender], &f.group, input).await.unwrap().message.seq;
     let job = f.take_jobs().await.remove(0);
     let fanout = {
         let f = f.clone();
@@ -346,10 +350,21 @@ async fn a_member_who_leaves_mid_fanout_gets_nothing_and_does_not_get_the_group_
         })
     };
     paused.await.expect("the first delivery transaction is held");
-    // u0 and u1 are in the held transaction (pages of 3, batches of 2): u1 leaves now.
-    f.svc.leave_group(&f.members[1], &f.group).await.unwrap();
+    meanwhile(f.clone()).await;
     resume.send(()).unwrap();
     fanout.await.unwrap();
+    (f, seq)
+}
+
+/// A member who leaves after the fan-out read the member list, but before their entry
+/// commits, gets nothing, and the group does not come back into their conversation list:
+/// membership is a condition of the delivery transaction itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_who_leaves_mid_fanout_gets_nothing_and_does_not_get_the_group_back() {
+    let (f, seq) = with_first_delivery_held(1, |f| async move {
+        f.svc.leave_group(&f.members[1], &f.group).await.unwrap();
+    })
+    .await;
     let copies = f.copies(seq).await;
     assert_eq!(copies[1], 0, "the member who left gets nothing");
     assert!(copies.iter().enumerate().all(|(i, n)| i == 1 || *n == 1), "{copies:?}");
@@ -362,29 +377,12 @@ async fn a_member_who_leaves_mid_fanout_gets_nothing_and_does_not_get_the_group_
 /// would mark a message from before they rejoined as unread).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_who_leaves_and_rejoins_mid_fanout_starts_afresh() {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let tables = Arc::new(PauseFirstDelivery {
-        inner: RedbTables::open(&dir.join("t.redb")).unwrap(),
-        gate: Default::default(),
-    });
-    let f = Arc::new(fixture_on(tables.clone(), 30_000).await);
-    let (paused, resume) = tables.arm().await;
-    // From u3, so that u1 (held with u0, as above) would count it as unread.
-    let input = SendInput { client_msg_id: "m1".into(), kind: "text".into(), text: "text m1".into() };
-    let seq = f.svc.send(&f.members[3], &f.group, input).await.unwrap().message.seq;
-    let job = f.take_jobs().await.remove(0);
-    let fanout = {
-        let f = f.clone();
-        tokio::spawn(async move {
-            f.svc.handle_fanout(&job.body).await.unwrap();
-            f.run_all_jobs(1).await;
-        })
-    };
-    paused.await.expect("the first delivery transaction is held");
-    f.svc.leave_group(&f.members[1], &f.group).await.unwrap();
-    f.svc.join_group(&f.members[1], &f.group, None).await.unwrap();
-    resume.send(()).unwrap();
-    fanout.await.unwrap();
+    // From u3, so that u1 would count it as unread.
+    let (f, seq) = with_first_delivery_held(3, |f| async move {
+        f.svc.leave_group(&f.members[1], &f.group).await.unwrap();
+        f.svc.join_group(&f.members[1], &f.group, None).await.unwrap();
+    })
+    .await;
     let copies = f.copies(seq).await;
     assert!(copies.iter().all(|n| *n <= 1), "never twice: {copies:?}");
     let list = f.svc.list_conversations(&f.members[1], Some(200), None).await.unwrap();

@@ -65,27 +65,15 @@ impl JwtVerifier {
     }
 
     async fn fetch_keys(&self) -> Result<JwkSet, Error> {
-        let unavailable = |e: reqwest::Error| Error::Unavailable(format!("cannot fetch the issuer's keys: {e}"));
-        let discovery = format!("{}/.well-known/openid-configuration", self.issuer);
-        let d: Discovery = self
-            .http
-            .get(&discovery)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
-        self.http
-            .get(&d.jwks_uri)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)
+        let discovery: Discovery = self.get_json(&format!("{}/.well-known/openid-configuration", self.issuer)).await?;
+        self.get_json(&discovery.jwks_uri).await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, Error> {
+        let unavailable =
+            |e: reqwest::Error| Error::Unavailable(format!("cannot fetch the issuer's keys from {url}: {e}"));
+        let resp = self.http.get(url).send().await.and_then(|r| r.error_for_status()).map_err(unavailable)?;
+        resp.json().await.map_err(unavailable)
     }
 
     /// The key named `kid`, fetching the keys if they are not known yet, or if they were
