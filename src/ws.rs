@@ -79,8 +79,8 @@ pub async fn handler(
         (None, Some(header)) => header.to_string(),
         (None, None) => return refuse(Error::Unauthenticated("a token is required: /v1/ws?token=<JWT>".into())),
     };
-    let user = match ws.app.auth.caller(Some(&credential)) {
-        Ok(u) => u,
+    let (user, until) = match ws.app.auth.session(Some(&credential)) {
+        Ok(s) => s,
         Err(e) => return refuse(e),
     };
     let upgrade = match upgrade {
@@ -97,11 +97,15 @@ pub async fn handler(
     upgrade
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| serve(socket, user, subscription, ws))
+        .on_upgrade(move |socket| serve(socket, user, until, subscription, ws))
 }
 
-async fn serve(mut socket: WebSocket, user: String, mut sub: Subscription, ws: Ws) {
+/// `until`: when the token expires (epoch seconds); the connection is closed then.
+async fn serve(mut socket: WebSocket, user: String, until: Option<i64>, mut sub: Subscription, ws: Ws) {
     let mut stop = ws.stop.clone();
+    let left = until.map_or(u64::MAX / 4, |t| (t - im_shared::time::now_ms() / 1000).max(0) as u64);
+    let expired = tokio::time::sleep(Duration::from_secs(left));
+    tokio::pin!(expired);
     let mut ping = tokio::time::interval(ws.cfg.ping_every);
     ping.tick().await; // the first tick is immediate
     let mut last_heard = Instant::now();
@@ -161,6 +165,10 @@ async fn serve(mut socket: WebSocket, user: String, mut sub: Subscription, ws: W
             }
             _ = stop.changed() => {
                 closing = Some(close(close_code::AWAY, "the server is shutting down"));
+                break;
+            }
+            () = &mut expired => {
+                closing = Some(close(close_code::POLICY, "the token has expired: connect again with a new one"));
                 break;
             }
         }

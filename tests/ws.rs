@@ -175,3 +175,26 @@ async fn the_chat_page_is_served_with_its_script_and_styles() {
         assert!(resp.text().await.unwrap().contains(marker), "{path}");
     }
 }
+
+/// A connection lasts as long as its token: it is closed (1008) when the token expires.
+#[tokio::test]
+async fn a_connection_is_closed_when_its_token_expires() {
+    let s = Server::start_with(&[("IM_JWT_SECRET", "ws-expiry-test")]);
+    s.user("alice").await;
+    // Accepted for 2 more seconds: expired 28 s ago, within the 30 s leeway tokens get.
+    let token = common::token_signed_with(b"ws-expiry-test", "alice", -28);
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url(&s, &token)).await.expect("connect");
+    assert_eq!(next(&mut socket).await["type"], json!("ready"));
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed within 10 s");
+    assert_eq!(closed.map(|f| f.code), Some(CloseCode::Policy));
+}

@@ -114,9 +114,10 @@ function connect() {
     // "ready": catch up on what came while disconnected; "inbox": news.
     if (frame.type === "ready" || frame.type === "inbox") catchUp();
   };
-  ws.onclose = () => {
+  ws.onclose = (e) => {
     $("live").className = "off";
     clearInterval(pinger);
+    if (e.code === 1008) return status("Your session has expired: reload the page and sign in again");
     if (state.ws === ws) setTimeout(connect, 2000);
   };
 }

@@ -31,6 +31,12 @@ impl Hs256 {
 
     /// The caller named by an `Authorization` header value.
     pub fn caller(&self, authorization: Option<&str>) -> Result<String, Error> {
+        self.session(authorization).map(|(user, _)| user)
+    }
+
+    /// The caller, and until when (epoch seconds) the token is accepted: its expiry plus the
+    /// leeway. A WebSocket authenticated by it is closed then.
+    pub fn session(&self, authorization: Option<&str>) -> Result<(String, i64), Error> {
         let header =
             authorization.ok_or_else(|| Error::Unauthenticated("missing Authorization: Bearer token".into()))?;
         let token = header
@@ -41,7 +47,7 @@ impl Hs256 {
             .map_err(|e| Error::Unauthenticated(format!("invalid token: {e}")))?;
         validate_user_id(&data.claims.sub)
             .map_err(|_| Error::Unauthenticated("token subject is not a valid user_id".into()))?;
-        Ok(data.claims.sub)
+        Ok((data.claims.sub, data.claims.exp + self.validation.leeway as i64))
     }
 
     /// A token for `user_id`, valid for `ttl_secs` (the dev token route).

@@ -63,6 +63,15 @@ impl Auth {
         }
     }
 
+    /// The caller and, when the credential is a token verified here, until when it holds
+    /// (epoch seconds).
+    pub fn session(&self, credential: Option<&str>) -> Result<(String, Option<i64>), Error> {
+        match self {
+            Auth::Hs256(keys) => keys.session(credential).map(|(user, until)| (user, Some(until))),
+            Auth::Authorizer => self.caller(credential).map(|user| (user, None)),
+        }
+    }
+
     fn issue(&self, user_id: &str, ttl_secs: i64) -> Result<String, Error> {
         match self {
             Auth::Hs256(keys) => keys.issue(user_id, ttl_secs),
