@@ -80,6 +80,7 @@ impl Config {
             opensearch: env::opensearch(),
             ws: crate::ws::WsConfig {
                 max_per_user: parse("IM_WS_MAX_PER_USER", 10)?,
+                max_total: parse("IM_WS_MAX_CONNECTIONS", 10_000)?,
                 ping_every: Duration::from_secs(parse("IM_WS_PING_SECS", 30)?),
             },
         })

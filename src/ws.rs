@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use im_functions::dispatch::{self, App};
 use im_shared::Error;
-use im_shared::notify::local::{LocalHub, Refused, Subscription};
+use im_shared::notify::local::{Limits, LocalHub, Refused, Subscription};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,13 +30,15 @@ pub struct Ws {
 pub struct WsConfig {
     /// Open connections one user may have (one per device).
     pub max_per_user: usize,
+    /// Open connections in all.
+    pub max_total: usize,
     /// How often the server pings; a connection silent for two of these is closed.
     pub ping_every: Duration,
 }
 
 impl Default for WsConfig {
     fn default() -> Self {
-        WsConfig { max_per_user: 10, ping_every: Duration::from_secs(30) }
+        WsConfig { max_per_user: 10, max_total: 10_000, ping_every: Duration::from_secs(30) }
     }
 }
 
@@ -87,10 +89,20 @@ pub async fn handler(
         Ok(u) => u,
         Err(e) => return refuse(Error::invalid(format!("this endpoint takes a WebSocket upgrade: {e}"))),
     };
-    let subscription = match ws.hub.subscribe(&user, ws.cfg.max_per_user) {
+    let limits = Limits { per_user: ws.cfg.max_per_user, total: ws.cfg.max_total };
+    let subscription = match ws.hub.subscribe(&user, limits) {
         Ok(s) => s,
         Err(Refused::TooManyForUser(n)) => {
             return refuse(Error::RateLimited(format!("at most {n} connections per user; close one first"), 1));
+        }
+        Err(Refused::TooManyInAll(n)) => {
+            tracing::warn!(
+                limit = n,
+                "a WebSocket was refused: the server has the most it takes (IM_WS_MAX_CONNECTIONS)"
+            );
+            return refuse(Error::Unavailable(format!(
+                "the server has {n} connections open, the most it takes; retry later"
+            )));
         }
     };
     tracing::info!(user, "websocket connected");

@@ -198,3 +198,12 @@ async fn a_connection_is_closed_when_its_token_expires() {
     .expect("closed within 10 s");
     assert_eq!(closed.map(|f| f.code), Some(CloseCode::Policy));
 }
+
+#[tokio::test]
+async fn past_the_servers_connection_limit_a_connection_is_refused_with_503() {
+    let s = Server::start_with(&[("IM_WS_MAX_CONNECTIONS", "1")]);
+    let (alice, bob) = (s.user("alice").await, s.user("bob").await);
+    let _open = connect(&s, &alice).await;
+    let (status, body) = refused(&ws_url(&s, &bob.token)).await;
+    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+}

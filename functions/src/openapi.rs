@@ -364,7 +364,7 @@ fn websocket() -> Value {
             whenever the caller's inbox gains an entry (a hint: GET /v1/sync reads it), and {\"type\":\"pong\"} \
             for each {\"type\":\"ping\"} the client sends."}),
     );
-    for status in [400u16, 401, 429] {
+    for status in [400u16, 401, 429, 503] {
         responses.insert(status.to_string(), json!({"description": error_description(status), "content": error}));
     }
     json!({"get": {
@@ -372,7 +372,7 @@ fn websocket() -> Value {
         "summary": "Live updates: a WebSocket that tells each of the caller's devices when their inbox has news",
         "description": "Authenticated by the token query parameter (browsers cannot set headers on a WebSocket) or \
             the Authorization header. 400 for a request that is not a WebSocket upgrade; 429 when the user has \
-            the most connections allowed open (IM_WS_MAX_PER_USER).",
+            the most connections allowed open (IM_WS_MAX_PER_USER); 503 when the server does (IM_WS_MAX_CONNECTIONS).",
         "parameters": [{"name": "token", "in": "query", "required": false, "schema": {"type": "string"},
             "description": "The caller's JWT, as for every other route."}],
         "responses": responses,

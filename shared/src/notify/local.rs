@@ -6,7 +6,7 @@
 
 use super::{Notice, Notifier};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -20,12 +20,22 @@ type Connection = (u64, mpsc::Sender<Notice>);
 pub struct LocalHub {
     connections: Mutex<HashMap<String, Vec<Connection>>>,
     next_id: AtomicU64,
+    /// Connections open, in all (changed under the lock).
+    open: AtomicUsize,
+}
+
+/// How many connections the hub takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub per_user: usize,
+    pub total: usize,
 }
 
 /// Why a connection was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
     TooManyForUser(usize),
+    TooManyInAll(usize),
 }
 
 /// One open connection's end of the hub; dropping it unregisters the connection.
@@ -37,28 +47,33 @@ pub struct Subscription {
 }
 
 impl LocalHub {
-    /// Registers a connection of `user_id`, at most `max_per_user` at once.
-    pub fn subscribe(self: &Arc<Self>, user_id: &str, max_per_user: usize) -> Result<Subscription, Refused> {
+    /// Registers a connection of `user_id`, within `limits`.
+    pub fn subscribe(self: &Arc<Self>, user_id: &str, limits: Limits) -> Result<Subscription, Refused> {
         let (tx, rx) = mpsc::channel(QUEUED_PER_CONNECTION);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut map = self.connections.lock().expect("hub lock");
-        let conns = map.entry(user_id.to_string()).or_default();
-        if conns.len() >= max_per_user {
-            return Err(Refused::TooManyForUser(max_per_user));
+        if self.open.load(Ordering::Relaxed) >= limits.total {
+            return Err(Refused::TooManyInAll(limits.total));
         }
-        conns.push((id, tx));
+        if map.get(user_id).map_or(0, Vec::len) >= limits.per_user {
+            return Err(Refused::TooManyForUser(limits.per_user));
+        }
+        map.entry(user_id.to_string()).or_default().push((id, tx));
+        self.open.fetch_add(1, Ordering::Relaxed);
         Ok(Subscription { hub: self.clone(), user_id: user_id.to_string(), id, notices: rx })
     }
 
     /// How many connections are open, in all.
     pub fn connections(&self) -> usize {
-        self.connections.lock().expect("hub lock").values().map(Vec::len).sum()
+        self.open.load(Ordering::Relaxed)
     }
 
     fn unsubscribe(&self, user_id: &str, id: u64) {
         let mut map = self.connections.lock().expect("hub lock");
         if let Some(conns) = map.get_mut(user_id) {
+            let before = conns.len();
             conns.retain(|(c, _)| *c != id);
+            self.open.fetch_sub(before - conns.len(), Ordering::Relaxed);
             if conns.is_empty() {
                 map.remove(user_id);
             }
@@ -89,6 +104,8 @@ impl Notifier for LocalHub {
 mod tests {
     use super::*;
 
+    const LIMITS: Limits = Limits { per_user: 4, total: 100 };
+
     fn notice(user: &str, seq: i64) -> Notice {
         Notice { user_id: user.into(), sync_seq: seq, conversation_id: Some("s_a_b".into()) }
     }
@@ -96,9 +113,9 @@ mod tests {
     #[tokio::test]
     async fn every_connection_of_the_user_hears_and_no_one_else() {
         let hub = Arc::new(LocalHub::default());
-        let mut phone = hub.subscribe("alice", 4).unwrap();
-        let mut laptop = hub.subscribe("alice", 4).unwrap();
-        let mut bob = hub.subscribe("bob", 4).unwrap();
+        let mut phone = hub.subscribe("alice", LIMITS).unwrap();
+        let mut laptop = hub.subscribe("alice", LIMITS).unwrap();
+        let mut bob = hub.subscribe("bob", LIMITS).unwrap();
         hub.notify(vec![notice("alice", 7)]).await;
         assert_eq!(phone.notices.recv().await.unwrap().sync_seq, 7);
         assert_eq!(laptop.notices.recv().await.unwrap().sync_seq, 7);
@@ -106,20 +123,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_closed_connection_is_forgotten_and_the_limit_counts_open_ones() {
+    async fn a_closed_connection_is_forgotten_and_the_limits_count_open_ones() {
         let hub = Arc::new(LocalHub::default());
-        let first = hub.subscribe("alice", 1).unwrap();
-        assert_eq!(hub.subscribe("alice", 1).err(), Some(Refused::TooManyForUser(1)));
+        let one_each = Limits { per_user: 1, total: 2 };
+        let first = hub.subscribe("alice", one_each).unwrap();
+        assert_eq!(hub.subscribe("alice", one_each).err(), Some(Refused::TooManyForUser(1)));
+        let bobs = hub.subscribe("bob", one_each).unwrap();
+        assert_eq!(hub.subscribe("carol", one_each).err(), Some(Refused::TooManyInAll(2)));
         drop(first);
+        drop(bobs);
         assert_eq!(hub.connections(), 0);
-        let _again = hub.subscribe("alice", 1).unwrap();
+        let _again = hub.subscribe("alice", one_each).unwrap();
         assert_eq!(hub.connections(), 1);
     }
 
     #[tokio::test]
     async fn a_slow_connection_loses_notices_but_keeps_the_first_queued() {
         let hub = Arc::new(LocalHub::default());
-        let mut slow = hub.subscribe("alice", 1).unwrap();
+        let mut slow = hub.subscribe("alice", LIMITS).unwrap();
         hub.notify((1..=200).map(|n| notice("alice", n)).collect()).await;
         let mut got = Vec::new();
         while let Ok(n) = slow.notices.try_recv() {
