@@ -115,7 +115,8 @@ pub async fn handler(
 /// `until`: when the token expires (epoch seconds); the connection is closed then.
 async fn serve(mut socket: WebSocket, user: String, until: Option<i64>, mut sub: Subscription, ws: Ws) {
     let mut stop = ws.stop.clone();
-    let left = until.map_or(u64::MAX / 4, |t| (t - im_shared::time::now_ms() / 1000).max(0) as u64);
+    // No expiry (a credential verified elsewhere): a century, far from any overflow.
+    let left = until.map_or(u64::from(u32::MAX), |t| (t - im_shared::time::now_ms() / 1000).max(0) as u64);
     let expired = tokio::time::sleep(Duration::from_secs(left));
     tokio::pin!(expired);
     let mut ping = tokio::time::interval(ws.cfg.ping_every);
