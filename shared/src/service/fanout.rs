@@ -1,13 +1,16 @@
 //! Fan-out on write: putting a message (or a group event) into every recipient's inbox.
 //!
 //! A fan-out job is small and versioned: ids, never member lists. A job covers one page of a
-//! group's members; if there are more, it enqueues a job for the rest before it finishes, so no
+//! group's members; if there are more, it enqueues the job for the rest before it delivers its
+//! own page, so that pages are delivered side by side by as many workers as there are, and no
 //! invocation has unbounded work. Every delivery is idempotent, so a redelivered job (queue
 //! at-least-once, a worker killed mid-job) only fills in what is missing.
 //!
-//! The outbox row written with a message is deleted when the last page is done; the sweeper
-//! re-enqueues rows older than the grace period, so a crash between the store write and the
-//! queue send loses nothing.
+//! The outbox row written with a message covers the moment before its first job is in the
+//! queue: the sweeper re-enqueues rows older than the grace period, so a crash between the
+//! store write and the queue send loses nothing. The last page deletes it when done; from the
+//! first job on, the queue holds every page until it is delivered (retried, and dead-lettered
+//! with an alarm if it keeps failing), so an earlier page still in progress then is not lost.
 
 use super::groups::MemberRow;
 use super::inbox::Payload;
@@ -197,11 +200,13 @@ impl Service {
                 (targets, page.cursor, Some(job.conversation_id.as_str()))
             }
         };
-        self.deliver_to(&targets, &payload, members_of).await?;
+        let last_page = rest.is_none();
         if let Some(after) = rest {
             let next = FanoutJob { after: Some(after), ..job.clone() };
             self.queue.send_batch(FANOUT, vec![next.to_body()]).await?;
-        } else if let Payload::Message(m) = &payload {
+        }
+        self.deliver_to(&targets, &payload, members_of).await?;
+        if let (true, Payload::Message(m)) = (last_page, &payload) {
             self.tables.delete(&OUTBOX, &OutboxRow::key_of(&m.conversation_id, m.seq), Cond::Always).await?;
         }
         Ok(())
