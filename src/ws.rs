@@ -50,12 +50,6 @@ struct Params {
     token: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ClientFrame {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
 fn refuse(e: Error) -> Response {
     crate::server::into_axum(dispatch::error_response(&e))
 }
@@ -139,12 +133,8 @@ async fn serve(mut socket: WebSocket, user: String, until: Option<i64>, mut sub:
                 last_heard = Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => {
-                        let reply = match serde_json::from_str::<ClientFrame>(&text) {
-                            Ok(f) if f.kind == "ping" => serde_json::json!({"type": "pong"}),
-                            Ok(f) => serde_json::json!({"type": "error", "message": format!("unknown frame type {:?}: send {{\"type\":\"ping\"}}", f.kind)}),
-                            Err(_) => serde_json::json!({"type": "error", "message": "frames are JSON objects with a \"type\""}),
-                        };
-                        if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                        let reply = im_shared::notify::answer_client_frame(&text);
+                        if socket.send(Message::Text(reply.into())).await.is_err() {
                             break;
                         }
                     }

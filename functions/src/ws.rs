@@ -19,7 +19,7 @@ use im_shared::notify::connections::{ConnectError, Connections};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
@@ -130,20 +130,17 @@ pub struct WsApp {
     pub max_per_user: usize,
 }
 
-fn respond(status: i64, body: Value) -> ApiGatewayProxyResponse {
+fn respond(status: i64, body: String) -> ApiGatewayProxyResponse {
     let mut r = ApiGatewayProxyResponse::default();
     r.status_code = status;
-    r.body = Some(Body::Text(body.to_string()));
+    r.body = Some(Body::Text(body));
     r
 }
 
 /// The API's JSON error, as the HTTP functions answer it.
 fn refuse(e: &Error) -> ApiGatewayProxyResponse {
     let resp = crate::dispatch::error_response(e);
-    let mut r = ApiGatewayProxyResponse::default();
-    r.status_code = i64::from(resp.status().as_u16());
-    r.body = Some(Body::Text(String::from_utf8_lossy(resp.body()).into_owned()));
-    r
+    respond(i64::from(resp.status().as_u16()), String::from_utf8_lossy(resp.body()).into_owned())
 }
 
 /// One event of the WebSocket API, whichever route it came by.
@@ -171,7 +168,7 @@ pub async fn ws_event(app: &WsApp, event: ApiGatewayWebsocketProxyRequest) -> Ap
             match app.connections.open(&user, connection_id, app.max_per_user).await {
                 Ok(()) => {
                     tracing::info!(user, connection_id, "websocket connected");
-                    respond(200, json!({}))
+                    respond(200, "{}".into())
                 }
                 Err(ConnectError::TooMany(n)) => {
                     refuse(&Error::RateLimited(format!("at most {n} connections per user; close one first"), 1))
@@ -182,29 +179,15 @@ pub async fn ws_event(app: &WsApp, event: ApiGatewayWebsocketProxyRequest) -> Ap
         Some("$disconnect") => match app.connections.close(connection_id).await {
             Ok(user) => {
                 tracing::info!(user = user.as_deref().unwrap_or("-"), connection_id, "websocket closed");
-                respond(200, json!({}))
+                respond(200, "{}".into())
             }
             // The row expires with the connection anyway; a failed cleanup is only logged.
             Err(e) => {
                 tracing::warn!(connection_id, error = %e, "could not forget a closed connection");
-                respond(200, json!({}))
+                respond(200, "{}".into())
             }
         },
-        _ => {
-            #[derive(Deserialize)]
-            struct Frame {
-                #[serde(rename = "type")]
-                kind: String,
-            }
-            let reply = match event.body.as_deref().map(serde_json::from_str::<Frame>) {
-                Some(Ok(f)) if f.kind == "ping" => json!({"type": "pong"}),
-                Some(Ok(f)) => {
-                    json!({"type": "error", "message": format!("unknown frame type {:?}: send {{\"type\":\"ping\"}}", f.kind)})
-                }
-                _ => json!({"type": "error", "message": "frames are JSON objects with a \"type\""}),
-            };
-            respond(200, reply)
-        }
+        _ => respond(200, im_shared::notify::answer_client_frame(event.body.as_deref().unwrap_or(""))),
     }
 }
 

@@ -6,6 +6,7 @@
 use super::*;
 use im_shared::tables::embedded::RedbTables;
 use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -40,6 +40,25 @@ impl Notice {
     }
 }
 
+/// The answer to a frame a client sends, the same locally and on API Gateway: a pong for
+/// `{"type":"ping"}` (the only frame clients send), an error frame saying so for anything else.
+pub fn answer_client_frame(text: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Frame {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let reply = match serde_json::from_str::<Frame>(text) {
+        Ok(f) if f.kind == "ping" => serde_json::json!({"type": "pong"}),
+        Ok(f) => serde_json::json!({
+            "type": "error",
+            "message": format!("unknown frame type {:?}: send {{\"type\":\"ping\"}}", f.kind),
+        }),
+        Err(_) => serde_json::json!({"type": "error", "message": "frames are JSON objects with a \"type\""}),
+    };
+    reply.to_string()
+}
+
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync {
     /// Delivers what it can of `notices`, in order per user; never fails the caller.
