@@ -173,7 +173,7 @@ pub async fn ws_event(app: &WsApp, event: ApiGatewayWebsocketProxyRequest) -> Ap
                 Err(ConnectError::TooMany(n)) => {
                     refuse(&Error::RateLimited(format!("at most {n} connections per user; close one first"), 1))
                 }
-                Err(ConnectError::Store(e)) => refuse(&e.into()),
+                Err(ConnectError::Store(e)) => refuse(&e),
             }
         }
         Some("$disconnect") => match app.connections.close(connection_id).await {

@@ -2,8 +2,10 @@
 //! by `$connect` and `$disconnect`, read by the notifier, pruned when API Gateway answers that a
 //! connection is gone.
 
+use crate::error::{Error, Result};
 use crate::schema::{CONNECTIONS, CONNECTIONS_BY_ID};
-use crate::tables::{Cond, Key, Query, StoreError, Tables};
+use crate::service::{from_item, to_item};
+use crate::tables::{Cond, Key, Query, Tables};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -26,16 +28,12 @@ pub enum ConnectError {
     #[error("at most {0} connections per user")]
     TooMany(usize),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] Error),
 }
 
 #[derive(Clone)]
 pub struct Connections {
     tables: Arc<dyn Tables>,
-}
-
-fn row_of(item: crate::tables::Item) -> Result<ConnectionRow, StoreError> {
-    serde_json::from_value(serde_json::Value::Object(item)).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 impl Connections {
@@ -46,7 +44,12 @@ impl Connections {
     /// `$connect`: records `connection_id` as `user`'s, unless they have `max_per_user` open.
     /// (The count is read, not locked: two devices connecting at the same instant may both get
     /// in. The limit is against runaway clients, not an exact quota.)
-    pub async fn open(&self, user: &str, connection_id: &str, max_per_user: usize) -> Result<(), ConnectError> {
+    pub async fn open(
+        &self,
+        user: &str,
+        connection_id: &str,
+        max_per_user: usize,
+    ) -> std::result::Result<(), ConnectError> {
         let open = self.of_user(user).await?;
         if open.len() >= max_per_user {
             return Err(ConnectError::TooMany(max_per_user));
@@ -58,21 +61,17 @@ impl Connections {
             connected_at: now,
             expires_at: now / 1000 + CONNECTION_TTL_SECS,
         };
-        let item = match serde_json::to_value(&row) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => unreachable!("a connection row is an object"),
-        };
-        self.tables.put(&CONNECTIONS, item, Cond::Always).await?;
+        self.tables.put(&CONNECTIONS, to_item(&row), Cond::Always).await.map_err(Error::from)?;
         Ok(())
     }
 
     /// `$disconnect`: forgets `connection_id`, whoever it belonged to. Returns that user.
-    pub async fn close(&self, connection_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn close(&self, connection_id: &str) -> Result<Option<String>> {
         let page =
             self.tables.query(Query::new(&CONNECTIONS, connection_id).index(CONNECTIONS_BY_ID).limit(10)).await?;
         let mut user = None;
         for item in page.items {
-            let row = row_of(item)?;
+            let row: ConnectionRow = from_item(item)?;
             self.forget(&row.user_id, &row.connection_id).await?;
             user = Some(row.user_id);
         }
@@ -80,17 +79,18 @@ impl Connections {
     }
 
     /// Removes one connection of `user` (closed, or gone from API Gateway).
-    pub async fn forget(&self, user: &str, connection_id: &str) -> Result<(), StoreError> {
-        self.tables.delete(&CONNECTIONS, &Key::pk_sk(user, connection_id), Cond::Always).await.map(drop)
+    pub async fn forget(&self, user: &str, connection_id: &str) -> Result<()> {
+        self.tables.delete(&CONNECTIONS, &Key::pk_sk(user, connection_id), Cond::Always).await?;
+        Ok(())
     }
 
     /// `user`'s open connections (expired rows that the TTL has not deleted yet left out).
-    pub async fn of_user(&self, user: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn of_user(&self, user: &str) -> Result<Vec<String>> {
         let now = crate::time::now_ms() / 1000;
         let page = self.tables.query(Query::new(&CONNECTIONS, user).limit(100)).await?;
         let mut ids = Vec::new();
         for item in page.items {
-            let row = row_of(item)?;
+            let row: ConnectionRow = from_item(item)?;
             if row.expires_at > now {
                 ids.push(row.connection_id);
             }
