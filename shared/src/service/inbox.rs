@@ -153,16 +153,17 @@ impl Service {
         // Almost every delivery is a first one, so the markers are not read up front: a user who
         // already has it fails the marker's condition, and from then on they are read.
         let mut read_markers = false;
+        // The group whose member rows an event checks (see above).
+        let member_check = match (members_of, payload) {
+            (Some(group), Payload::Event { .. }) => Some(group),
+            _ => None,
+        };
         while !pending.is_empty() {
             if read_markers {
                 let keys: Vec<Key> = pending.iter().map(|u| Key::pk_sk(u.as_str(), delivery_id.as_str())).collect();
                 let markers = self.tables.get_many(&DELIVERIES, &keys).await?;
                 pending = pending.into_iter().zip(markers).filter(|(_, m)| m.is_none()).map(|(u, _)| u).collect();
             }
-            let member_check = match (members_of, payload) {
-                (Some(group), Payload::Event { .. }) => Some(group),
-                _ => None,
-            };
             if let Some(group) = member_check {
                 let keys: Vec<Key> = pending.iter().map(|u| Key::pk_sk(group, u.as_str())).collect();
                 let rows = self.tables.get_many(&GROUP_RELATIONS, &keys).await?;
