@@ -51,7 +51,7 @@ pub enum Auth {
 
 impl Auth {
     /// Who the credential names, or why it is refused.
-    pub fn caller(&self, credential: Option<&str>) -> Result<String, Error> {
+    fn caller(&self, credential: Option<&str>) -> Result<String, Error> {
         match self {
             Auth::Hs256(keys) => keys.caller(credential),
             Auth::Authorizer => {
