@@ -6,6 +6,7 @@
 use super::*;
 use crate::queue::Delivery;
 use crate::queue::names::{FANOUT, INDEX};
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// Which queue a worker consumes.
@@ -29,12 +30,25 @@ impl Worker {
     /// towards a job's dead-letter limit. A fan-out worker holding ten jobs while it runs the
     /// first would, if the process were killed, charge all ten with a failed attempt: found by
     /// the kill -9 loop, where jobs that never ran were dead-lettered. An index batch is one
-    /// search commit, and a commit per ten messages was a third of the CPU of a send (perf,
-    /// im-bench), so the index worker takes up to a hundred.
+    /// search commit, so the index worker takes up to a thousand.
     fn batch(self) -> usize {
         match self {
             Worker::Fanout => 1,
-            Worker::Index => 100,
+            Worker::Index => 1000,
+        }
+    }
+
+    /// The least time from the end of one batch to the start of the next: while it runs, the
+    /// worker keeps receiving into the batch. Each index batch is one search commit, which
+    /// starts a new segment (tantivy zeroes a hash table for it and merges segments later):
+    /// committing every batch as it came, about one per 50 messages under load, was a third
+    /// of the CPU of a send (perf, im-bench). Pacing bounds the commits to five a second
+    /// whatever the load, and costs nothing when idle: a job arriving after a quiet gap is
+    /// handled at once.
+    fn pace(self) -> Duration {
+        match self {
+            Worker::Fanout => Duration::ZERO,
+            Worker::Index => Duration::from_millis(200),
         }
     }
 }
@@ -75,8 +89,9 @@ impl Service {
     /// Consumes `worker`'s queue until `stop` is set.
     pub async fn run_worker(self: Arc<Self>, worker: Worker, cfg: WorkerConfig, stop: watch::Receiver<bool>) {
         let queue = worker.queue();
+        let mut last_batch = Instant::now() - worker.pace();
         while !*stop.borrow() {
-            let batch = match self.receive_batch(worker, &cfg).await {
+            let batch = match self.receive_batch(worker, &cfg, last_batch + worker.pace()).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(queue, error = %e, "worker could not receive; retrying");
@@ -87,6 +102,7 @@ impl Service {
             if batch.is_empty() {
                 continue;
             }
+            last_batch = Instant::now();
             let outcomes = self.handle_batch(worker, &batch).await;
             // Settled all at once: on the embedded queue they share one commit.
             futures_util::future::join_all(
@@ -96,22 +112,29 @@ impl Service {
         }
     }
 
-    /// Up to `worker.batch()` jobs: one receive that waits (a queue receives ten at most), then
-    /// more without waiting while full receives show that more are due.
+    /// Up to `worker.batch()` jobs: one receive that waits (a queue receives ten at most), then,
+    /// from `not_before` on (the worker's pace: more jobs arrive meanwhile), more without waiting
+    /// while full receives show that more are due.
     async fn receive_batch(
         &self,
         worker: Worker,
         cfg: &WorkerConfig,
+        not_before: Instant,
     ) -> std::result::Result<Vec<Delivery>, crate::queue::QueueError> {
         let (queue, max) = (worker.queue(), worker.batch());
-        let mut asked = max.min(10);
-        let mut batch = self.queue.receive(queue, asked, cfg.visibility, cfg.wait).await?;
-        let mut full = batch.len() == asked;
-        while full && batch.len() < max {
-            asked = (max - batch.len()).min(10);
+        let mut batch = self.queue.receive(queue, max.min(10), cfg.visibility, cfg.wait).await?;
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        tokio::time::sleep_until(not_before.into()).await;
+        while batch.len() < max {
+            let asked = (max - batch.len()).min(10);
             let more = self.queue.receive(queue, asked, cfg.visibility, Duration::ZERO).await?;
-            full = more.len() == asked;
+            let full = more.len() == asked;
             batch.extend(more);
+            if !full {
+                break;
+            }
         }
         Ok(batch)
     }
