@@ -107,29 +107,38 @@ impl FanoutJob {
 }
 
 impl Service {
-    /// Starts delivering a freshly stored message: a single chat inline (both inboxes before the
-    /// send returns), a group through the queue. Its index job goes first: whatever fails after
-    /// it leaves the outbox row in place, and the sweeper enqueues both jobs again.
-    pub(crate) async fn start_fanout(&self, m: &Message) -> Result<()> {
-        let job = FanoutJob::message(&m.conversation_id, m.seq);
-        let kind = Self::conv_kind(&m.conversation_id)?;
+    /// Hands a stored message's remaining work to the queues: its index job first, then its
+    /// fan-out job. Whatever fails leaves the outbox row in place, and the sweeper enqueues
+    /// both again (each is idempotent). A group's send ends here; so does a retried send whose
+    /// outbox row is still there, whichever its kind (a single chat's delivery went with its
+    /// store write; its fan-out job finds it done, and deletes the row).
+    pub(crate) async fn start_fanout(&self, m: &Message) {
         if let Err(e) = self.enqueue_index(&[IndexJob::message(&m.conversation_id, m.seq)]).await {
             tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
                 "could not enqueue the index job; the outbox sweeper will retry");
-            // A single chat promises both inboxes before the send returns: the client is told
-            // to retry (its retry finds the stored message and finishes the work).
-            return if kind == ConvKind::Single { Err(e) } else { Ok(()) };
+            return;
         }
-        match kind {
-            ConvKind::Single => self.handle_fanout_job(&job).await,
-            ConvKind::Group => {
-                if let Err(e) = self.queue.send_batch(FANOUT, vec![job.to_body()]).await {
-                    // The message is stored and its outbox row stays: the sweeper enqueues it.
-                    tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
-                        "could not enqueue fan-out; the outbox sweeper will retry");
-                }
-                Ok(())
-            }
+        let job = FanoutJob::message(&m.conversation_id, m.seq);
+        if let Err(e) = self.queue.send_batch(FANOUT, vec![job.to_body()]).await {
+            tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
+                "could not enqueue fan-out; the outbox sweeper will retry");
+        }
+    }
+
+    /// After a single chat's send, whose transaction delivered the message and wrote its outbox
+    /// row for the index job alone: the index job, then the row goes. A failure of either is
+    /// not the client's: the message is stored and delivered, and the sweeper enqueues the
+    /// index job again (a duplicate is harmless).
+    pub(crate) async fn index_then_clear_outbox(&self, m: &Message) {
+        if let Err(e) = self.enqueue_index(&[IndexJob::message(&m.conversation_id, m.seq)]).await {
+            tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
+                "could not enqueue the index job; the outbox sweeper will retry");
+            return;
+        }
+        let key = OutboxRow::key_of(&m.conversation_id, m.seq);
+        if let Err(e) = self.tables.delete(&OUTBOX, &key, Cond::Always).await {
+            tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
+                "could not delete an outbox row; the sweeper will index the message again");
         }
     }
 

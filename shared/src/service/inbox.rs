@@ -181,18 +181,7 @@ impl Service {
                 break;
             }
             let counters = self.inbox_counters(&pending).await?;
-            let mut groups = Vec::with_capacity(pending.len());
-            for ((user, counter), summary) in pending.iter().zip(&counters).zip(summaries) {
-                let mut ops = self.entry_ops(user, counter.as_ref(), payload);
-                if let Payload::Message(m) = payload {
-                    let (row, cond) = self.summary_after_delivery(user, summary, m).await?;
-                    ops.push(SummaryRow::write_op(row, cond));
-                }
-                if let Some(group) = member_check {
-                    ops.push(TxOp::check(&GROUP_RELATIONS, Key::pk_sk(group, user.as_str()), Cond::Exists));
-                }
-                groups.push((user.clone(), ops));
-            }
+            let groups = self.append_ops(&pending, &counters, summaries, payload, member_check).await?;
             // The chunks touch distinct inboxes, so they go at once: on the embedded backend
             // they share one commit, on DynamoDB their round trips overlap.
             let outcomes = futures_util::future::join_all(groups.chunks(batch).map(|chunk| async move {
@@ -230,9 +219,35 @@ impl Service {
         Ok(())
     }
 
+    /// The writes that append `payload` to each user's inbox, given their counters and (for a
+    /// message) conversation summaries as read, by user; with `member_check`, each also checks
+    /// that its user is still a member of that group.
+    pub(crate) async fn append_ops(
+        &self,
+        users: &[String],
+        counters: &[Option<InboxRow>],
+        summaries: Vec<Option<SummaryRow>>,
+        payload: &Payload,
+        member_check: Option<&str>,
+    ) -> Result<Vec<(String, Vec<TxOp>)>> {
+        let mut groups = Vec::with_capacity(users.len());
+        for ((user, counter), summary) in users.iter().zip(counters).zip(summaries) {
+            let mut ops = self.entry_ops(user, counter.as_ref(), payload);
+            if let Payload::Message(m) = payload {
+                let (row, cond) = self.summary_after_delivery(user, summary, m).await?;
+                ops.push(SummaryRow::write_op(row, cond));
+            }
+            if let Some(group) = member_check {
+                ops.push(TxOp::check(&GROUP_RELATIONS, Key::pk_sk(group, user.as_str()), Cond::Exists));
+            }
+            groups.push((user.clone(), ops));
+        }
+        Ok(groups)
+    }
+
     /// Tells the connected devices of each user in `done` of the entry just appended, numbered
     /// one past the counter read for it.
-    async fn notify_appended(
+    pub(crate) async fn notify_appended(
         &self,
         users: &[String],
         counters: &[Option<InboxRow>],

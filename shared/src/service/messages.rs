@@ -1,18 +1,22 @@
 //! Conversations' metadata, who may read and send, sending, and history.
 //!
 //! A send is one transaction: the conversation's counter from n to n+1 (conditional on n), the
-//! message at n+1, its `client_msg_id` (conditional on being new: a retry finds it), an outbox
-//! row (the fan-out still to do), and a check that the sender is still a friend or member. Then
-//! the fan-out: inline for a single chat (both inboxes before the send returns), through the
-//! queue for a group.
+//! message at n+1, its `client_msg_id` (conditional on being new: a retry finds it), and a
+//! check that the sender is still a friend or member. A single chat's transaction also appends
+//! the message to both inboxes, so it is delivered exactly when it is stored. A group's also
+//! writes an outbox row (the fan-out still to do), and the fan-out goes through the queue.
+//! Where search is fed by index jobs, a single chat's transaction writes the outbox row too:
+//! it stays until the message's index job is in the queue.
 
 use super::fanout::OutboxRow;
+use super::inbox::Payload;
 use super::*;
 use crate::ids::{ConvKind, char_len};
 use crate::model::{HistoryPage, JoinPolicy, Message, Sent};
 use crate::schema::{GROUP_RELATIONS, META, SENDS, STORE, USER_RELATIONS};
 use crate::tables::{Cond, Key, KeyVal, Query, TxOp, Update};
 use serde::Deserialize;
+use std::collections::HashSet;
 use std::ops::Bound;
 
 /// A conversation's row in the meta table. Groups carry their profile; every conversation
@@ -137,8 +141,10 @@ impl Service {
         if let Some(seq) = self.sent_seq(conversation_id, &send_key).await? {
             return self.resend(conversation_id, seq).await;
         }
+        let kind = Self::conv_kind(conversation_id)?;
+        let outbox = kind == ConvKind::Group || self.cfg.index_jobs;
         let mut backoff = Backoff::new();
-        let message = loop {
+        let (message, delivered) = loop {
             let n = meta.last_seq;
             let message = Message {
                 conversation_id: conversation_id.to_string(),
@@ -152,7 +158,7 @@ impl Service {
             let mut store_item = to_item(&message);
             store_item.insert("timeline_id".into(), conversation_id.into());
             let send_row = SendRow { timeline_id: conversation_id.into(), send_key: send_key.clone(), seq: n + 1 };
-            let ops = vec![
+            let mut ops = vec![
                 TxOp::update(
                     &META,
                     Key::pk(conversation_id),
@@ -161,11 +167,25 @@ impl Service {
                 ),
                 TxOp::put(&STORE, store_item, Cond::NotExists),
                 TxOp::put(&SENDS, to_item(&send_row), Cond::NotExists),
-                OutboxRow::for_message(&message).insert_op(),
                 guard.clone(),
             ];
+            if outbox {
+                ops.push(OutboxRow::for_message(&message).insert_op());
+            }
+            // A single chat's inbox appends, with what they were computed from.
+            let delivered = match kind {
+                ConvKind::Single => {
+                    let payload = Payload::Message(message.clone());
+                    let counters = self.inbox_counters(&meta.participants).await?;
+                    let summaries = self.summaries_of(&meta.participants, conversation_id).await?;
+                    let appends = self.append_ops(&meta.participants, &counters, summaries, &payload, None).await?;
+                    ops.extend(appends.into_iter().flat_map(|(_, ops)| ops));
+                    Some((payload, counters))
+                }
+                ConvKind::Group => None,
+            };
             match self.tables.transact(ops).await {
-                Ok(()) => break message,
+                Ok(()) => break (message, delivered),
                 Err(e) => match conflict_at(&e) {
                     // A retry of this send raced the first attempt, which won.
                     Some(Some(2)) => {
@@ -175,7 +195,9 @@ impl Service {
                             .ok_or_else(|| Error::Internal("send row vanished".into()))?;
                         return self.resend(conversation_id, seq).await;
                     }
-                    Some(Some(4)) => return Err(Error::denied("you are no longer allowed to send here")),
+                    Some(Some(3)) => return Err(Error::denied("you are no longer allowed to send here")),
+                    // Another send took the number, or another message reached one of the
+                    // inboxes: read both again.
                     Some(_) => {
                         backoff.wait("conversation sequence").await?;
                         meta = self.require_meta(conversation_id).await?;
@@ -185,7 +207,16 @@ impl Service {
             }
         };
         tracing::debug!(conversation_id, seq = message.seq, sender = caller, "message stored");
-        self.start_fanout(&message).await?;
+        match delivered {
+            Some((payload, counters)) => {
+                let everyone: HashSet<String> = meta.participants.iter().cloned().collect();
+                self.notify_appended(&meta.participants, &counters, &everyone, &payload).await;
+                if outbox {
+                    self.index_then_clear_outbox(&message).await;
+                }
+            }
+            None => self.start_fanout(&message).await,
+        }
         Ok(Sent { message, created: true })
     }
 
@@ -203,7 +234,7 @@ impl Service {
             .await?
             .ok_or_else(|| Error::Internal("sent message missing".into()))?;
         if self.outbox_pending(&message).await? {
-            self.start_fanout(&message).await?;
+            self.start_fanout(&message).await;
         }
         Ok(Sent { message, created: false })
     }
