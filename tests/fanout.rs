@@ -5,7 +5,7 @@
 use im_shared::model::JoinPolicy;
 use im_shared::queue::embedded::EmbeddedQueue;
 use im_shared::queue::names::FANOUT;
-use im_shared::queue::{Delivery, Queue, service_queues};
+use im_shared::queue::{Delivery, Depth, Queue, QueueError, service_queues};
 use im_shared::schema::SYNC;
 use im_shared::service::groups::CreateGroupInput;
 use im_shared::service::messages::SendInput;
@@ -455,4 +455,80 @@ async fn a_poison_job_is_retried_then_dead_lettered_while_good_jobs_pass() {
     assert_eq!((main.waiting, main.in_flight), (0, 0), "nothing left to retry");
     stop_tx.send(true).unwrap();
     worker.await.unwrap();
+}
+
+/// A queue whose sends to one queue fail while `down` is set: a job that never reaches it.
+struct Unreachable {
+    inner: Arc<EmbeddedQueue>,
+    queue: &'static str,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Queue for Unreachable {
+    async fn send_batch(&self, queue: &str, bodies: Vec<String>) -> Result<(), QueueError> {
+        if queue == self.queue && self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(QueueError::Unavailable(format!("{queue} is unreachable")));
+        }
+        self.inner.send_batch(queue, bodies).await
+    }
+    async fn receive(&self, q: &str, max: usize, vis: Duration, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        self.inner.receive(q, max, vis, wait).await
+    }
+    async fn ack(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
+        self.inner.ack(queue, receipt).await
+    }
+    async fn retry_after(&self, queue: &str, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        self.inner.retry_after(queue, receipt, delay).await
+    }
+    async fn redrive(&self, queue: &str) -> Result<usize, QueueError> {
+        self.inner.redrive(queue).await
+    }
+    async fn depth(&self, queue: &str) -> Result<Depth, QueueError> {
+        self.inner.depth(queue).await
+    }
+}
+
+/// A single chat's send delivers with its store write; where search is fed by index jobs, its
+/// outbox row stands for the index job alone. With the index queue unreachable the send still
+/// succeeds, delivered; the sweeper enqueues the index job (and a fan-out job, which finds
+/// both inboxes done and deletes the row) once the queue is back.
+#[tokio::test]
+async fn a_single_chat_is_delivered_with_its_send_and_its_index_job_survives_a_queue_outage() {
+    use im_shared::queue::names::INDEX;
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Arc::new(EmbeddedQueue::open(&dir.path().join("q.redb"), service_queues(5)).unwrap());
+    let queue = Arc::new(Unreachable { inner: inner.clone(), queue: INDEX, down: true.into() });
+    let tables = Arc::new(RedbTables::open(&dir.path().join("t.redb")).unwrap());
+    let search = Arc::new(im_shared::search::embedded::TantivySearch::open(&dir.path().join("search")).unwrap());
+    let svc = Service::new(tables, queue.clone(), search, Config { outbox_grace_ms: 0, ..Config::default() });
+    for u in ["ann", "ben"] {
+        svc.put_me(u, ProfileInput { name: u.into(), gender: None, avatar_url: None, bio: None }).await.unwrap();
+    }
+    svc.request_friend("ann", "ben", None).await.unwrap();
+    let conv = svc.accept_friend("ben", "ann").await.unwrap().conversation_id;
+    let input = SendInput { client_msg_id: "s1".into(), kind: "text".into(), text: "kumquat pie".into() };
+    let seq = svc.send("ann", &conv, input).await.unwrap().message.seq;
+    let copies = |items: Vec<im_shared::model::SyncEntry>| {
+        items.iter().filter(|e| e.message.as_ref().is_some_and(|m| m.conversation_id == conv && m.seq == seq)).count()
+    };
+    for u in ["ann", "ben"] {
+        assert_eq!(copies(svc.sync(u, Some(0), Some(500)).await.unwrap().items), 1, "{u}'s inbox");
+    }
+    assert_eq!(inner.depth(INDEX).await.unwrap().waiting, 0, "the index job did not get through");
+    queue.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(svc.sweep_outbox().await.unwrap(), 1);
+    let jobs = inner.receive(INDEX, 10, Duration::from_secs(60), Duration::from_millis(100)).await.unwrap();
+    let bodies: Vec<&str> = jobs.iter().map(|d| d.body.as_str()).collect();
+    assert!(svc.handle_index_batch(&bodies).await.iter().all(Result::is_ok));
+    for job in inner.receive(FANOUT, 10, Duration::from_secs(60), Duration::from_millis(100)).await.unwrap() {
+        svc.handle_fanout(&job.body).await.unwrap();
+        inner.ack(FANOUT, &job.receipt).await.unwrap();
+    }
+    for u in ["ann", "ben"] {
+        assert_eq!(copies(svc.sync(u, Some(0), Some(500)).await.unwrap().items), 1, "{u}'s inbox, once");
+    }
+    let found = svc.search_messages("ben", Some("kumquat".into()), None, None, None).await.unwrap();
+    assert_eq!(found.items.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![seq]);
+    assert_eq!(svc.sweep_outbox().await.unwrap(), 0, "the fan-out job deleted the row");
 }
