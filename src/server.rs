@@ -97,9 +97,12 @@ async fn open_backend(cfg: &Config, notifier: Arc<dyn Notifier>) -> Result<Backe
     match &cfg.backend {
         config::Backend::Embedded => {
             let tables = RedbTables::open(&dir.join("tables.redb"))
-                .map_err(|e| format!("cannot open {}/tables.redb (is another server using it?): {e}", dir.display()))?;
+                .map_err(|e| format!("cannot open {}/tables.redb (is another server using it?): {e}", dir.display()))?
+                .with_change_feed(im_shared::service::search::index_job_of_change);
             let queue = open_queue(cfg)?;
-            let service = Service::new(Arc::new(tables.clone()), Arc::new(queue.clone()), search, cfg.service.clone());
+            // The change feed feeds the search index (`Service::run_change_feed`), not index jobs.
+            let service_cfg = im_shared::service::Config { index_jobs: false, ..cfg.service.clone() };
+            let service = Service::new(Arc::new(tables.clone()), Arc::new(queue.clone()), search, service_cfg);
             let service = Arc::new(service.with_notifier(notifier));
             Ok(Backend { service, queue: Arc::new(queue.clone()), embedded: Some((tables, queue)), aws: None })
         }
@@ -178,6 +181,9 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
         tasks.push(tokio::spawn(service.clone().run_worker(w, cfg.worker.clone(), stop_rx.clone())));
     }
     let (tables, queue) = embedded.unzip();
+    if let Some(tables) = &tables {
+        tasks.push(tokio::spawn(service.clone().run_change_feed(tables.clone(), stop_rx.clone())));
+    }
     tasks.push(tokio::spawn(sweepers(service.clone(), tables.clone(), cfg.sweep_interval, stop_rx.clone())));
 
     let app = Arc::new(App {

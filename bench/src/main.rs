@@ -107,8 +107,9 @@ async fn run(chosen: &[&str]) -> Result<(), String> {
         (Some(t), Some(q)) => (t.clone(), q.clone()),
         _ => return Err("the benchmark runs on the embedded backend".into()),
     };
+    let feed = tables.clone();
     let quiesce = move || {
-        let queue = queue.clone();
+        let (queue, feed) = (queue.clone(), feed.clone());
         async move {
             let deadline = Instant::now() + Duration::from_secs(300);
             loop {
@@ -117,6 +118,8 @@ async fn run(chosen: &[&str]) -> Result<(), String> {
                     let d = queue.depth(name).await.map_err(|e| e.to_string())?;
                     busy += d.waiting + d.in_flight;
                 }
+                // Changes not yet indexed (the search index's feed).
+                busy += feed.changes(1).await.map_err(|e| e.to_string())?.len();
                 if busy == 0 {
                     return Ok(());
                 }

@@ -11,8 +11,9 @@
 //! - Exactly once: a send writes `(conversation, sender/client_msg_id)` with the message; an
 //!   inbox entry is written with a delivery marker `(user, conversation/seq)` in one transaction,
 //!   conditional on the marker being new.
-//! - Nothing lost: a send writes an outbox row with the message; the fan-out deletes it when
-//!   every inbox has the message, and a sweeper re-enqueues rows a crash left behind.
+//! - Nothing lost: a single chat's send appends to both inboxes in its own transaction. A group
+//!   send writes an outbox row with the message; the fan-out deletes it when every inbox has
+//!   the message, and a sweeper re-enqueues rows a crash left behind.
 
 mod conversations;
 pub mod fanout;
@@ -59,8 +60,9 @@ pub struct Config {
     pub fanout_batch: usize,
     /// An outbox row older than this is assumed to have lost its job and is re-enqueued.
     pub outbox_grace_ms: i64,
-    /// Index sent messages and changed groups through the index queue (the embedded backend).
-    /// Off where something else feeds the indexer (DynamoDB streams on AWS).
+    /// Index sent messages and changed groups through the index queue (the local server on
+    /// DynamoDB). Off where the tables' changes feed the indexer: DynamoDB streams on AWS, the
+    /// embedded tables' change feed on the local server.
     pub index_jobs: bool,
     /// Messages a user may send a second, on average (0: no limit), and in a burst.
     pub send_rate_per_sec: f64,

@@ -1,10 +1,13 @@
 //! Search: indexing off the request path, and the two search operations.
 //!
-//! Indexing (embedded backend): a sent message's index job is enqueued before its fan-out job,
-//! so a message whose outbox row is still there may lack either, and the outbox sweeper
-//! enqueues both again (both are idempotent). Group index jobs follow the group's own commit.
-//! A job's document is read from the store or meta table when it runs, so the index always
-//! gets what is stored, and a failed document is retried, then dead-lettered.
+//! Indexing is fed by the changes to the store and meta tables ([`IndexJob::for_change`]): on
+//! AWS by their DynamoDB streams, on the local server by the embedded tables' change feed,
+//! written in the same transaction as the change ([`Service::run_change_feed`]). Where neither
+//! exists (the local server on DynamoDB), index jobs go through the index queue
+//! (`Config::index_jobs`): a sent message's job is enqueued after its commit, and its outbox
+//! row stands for the job until then (the sweeper enqueues it again). A job's document is read
+//! from the store or meta table when it runs, so the index always gets what is stored, and a
+//! failed document is retried through the index queue, then dead-lettered.
 //!
 //! Querying: membership is decided at query time from the caller's conversation summaries
 //! (which join and leave change in the same transaction as the membership), and handed to the
@@ -58,6 +61,12 @@ impl IndexJob {
             _ => Some(IndexJob::group(&text(new, "timeline_id")?)),
         }
     }
+}
+
+/// The embedded tables' change feed filter: the index job a change calls for, as its body.
+#[cfg(feature = "embedded")]
+pub fn index_job_of_change(table: &crate::schema::TableDef, old: Option<&Item>, new: Option<&Item>) -> Option<String> {
+    IndexJob::for_change(table.name, old, new).map(|j| serde_json::to_string(&j).expect("jobs serialize"))
 }
 
 /// Longest search phrase, in characters.

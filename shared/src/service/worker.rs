@@ -159,3 +159,54 @@ impl Service {
         }
     }
 }
+
+#[cfg(feature = "embedded")]
+impl Service {
+    /// Feeds the search index from the embedded tables' change feed until `stop` is set, as the
+    /// tables' streams feed it on AWS: a batch of the oldest records (index jobs) at the index
+    /// worker's pace, indexed with one commit, then forgotten. A job that fails goes to the
+    /// index queue, whose worker retries it with backoff and dead-letters it if it keeps
+    /// failing; if even that send fails, the batch stays in the feed for the next round.
+    pub async fn run_change_feed(
+        self: Arc<Self>,
+        tables: crate::tables::embedded::RedbTables,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        const IDLE: Duration = Duration::from_millis(50);
+        while !*stop.borrow() {
+            let started = Instant::now();
+            let pause = match tables.changes(Worker::Index.batch()).await {
+                Ok(batch) if batch.is_empty() => IDLE,
+                Ok(batch) => {
+                    self.index_changes(&tables, batch).await;
+                    Worker::Index.pace().saturating_sub(started.elapsed())
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the change feed; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn index_changes(&self, tables: &crate::tables::embedded::RedbTables, batch: Vec<(u64, String)>) {
+        let bodies: Vec<&str> = batch.iter().map(|(_, b)| b.as_str()).collect();
+        let outcomes = self.handle_index_batch(&bodies).await;
+        let failed: Vec<String> =
+            bodies.iter().zip(&outcomes).filter(|(_, o)| o.is_err()).map(|(b, _)| b.to_string()).collect();
+        if let Some(Err(e)) = outcomes.iter().find(|o| o.is_err()) {
+            tracing::warn!(jobs = failed.len(), error = %e, "indexing failed; the jobs go to the index queue to be retried");
+            if let Err(e) = self.queue.send_batch(INDEX, failed).await {
+                tracing::warn!(error = %e, "could not queue the failed index jobs; they stay in the change feed");
+                return;
+            }
+        }
+        if let Err(e) = tables.forget_changes(batch.iter().map(|(p, _)| *p).collect()).await {
+            tracing::warn!(error = %e, "could not forget indexed changes; they will be indexed again");
+        }
+    }
+}

@@ -9,6 +9,13 @@
 //! transaction committed with `Durability::Immediate` (fsync) before it is acknowledged, so a
 //! crash loses nothing that was acknowledged, and a transaction's ops apply all or nothing.
 //! Concurrent writes share one commit (`redb_file`'s group commit).
+//!
+//! **Change feed.** What DynamoDB streams are to the tables marked `stream`, the feed is here:
+//! opened [`with_change_feed`](RedbTables::with_change_feed), every write to such a table is
+//! offered (old and new images) to a filter, and what the filter keeps is appended to the feed
+//! in the same redb transaction as the write. So a record exists exactly when its write
+//! committed, and in commit order; a consumer reads the oldest records, handles them, and then
+//! forgets them, so a crash in between hands them over again. (TTL deletions are not offered.)
 
 use super::*;
 use crate::redb_file::{IoFailure, RedbFile};
@@ -21,9 +28,17 @@ use std::sync::Arc;
 
 type Raw = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
+/// Turns a change to an item of a `stream` table (its images before and after) into a record of
+/// the change feed, or `None` for a change of no interest.
+pub type ChangeFilter = fn(&TableDef, Option<&Item>, Option<&Item>) -> Option<String>;
+
+/// The change feed's redb table: position (8 bytes, big-endian) → record.
+const CHANGES: &str = "#changes";
+
 #[derive(Clone)]
 pub struct RedbTables {
     db: Arc<RedbFile>,
+    feed: Option<ChangeFilter>,
 }
 
 /// Every table of the schema, created if missing.
@@ -34,6 +49,7 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
             txn.open_table(def(&name))?;
         }
     }
+    txn.open_table(def(CHANGES))?;
     txn.commit()?;
     Ok(())
 }
@@ -57,7 +73,42 @@ impl IoFailure for StoreError {
 impl RedbTables {
     /// Opens (or creates) the database file and every table of the schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(RedbTables { db: Arc::new(RedbFile::open(path, create_tables).map_err(map_err)?) })
+        Ok(RedbTables { db: Arc::new(RedbFile::open(path, create_tables).map_err(map_err)?), feed: None })
+    }
+
+    /// Records the changes `filter` keeps in the change feed (see the module comment).
+    pub fn with_change_feed(mut self, filter: ChangeFilter) -> Self {
+        self.feed = Some(filter);
+        self
+    }
+
+    /// The oldest records of the change feed, up to `limit`, with their positions.
+    pub async fn changes(&self, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
+            let t = txn.open_table(def(CHANGES)).map_err(|e| map_err(e.into()))?;
+            let mut out = Vec::new();
+            for entry in t.iter().map_err(|e| map_err(e.into()))?.take(limit) {
+                let (k, v) = entry.map_err(|e| map_err(e.into()))?;
+                let body = String::from_utf8(v.value().to_vec())
+                    .map_err(|_| StoreError::Internal("corrupt change record".into()))?;
+                out.push((position_of(k.value())?, body));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Removes handled records from the change feed.
+    pub async fn forget_changes(&self, positions: Vec<u64>) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(def(CHANGES)).map_err(|e| map_err(e.into()))?;
+            for p in &positions {
+                t.remove(p.to_be_bytes().as_slice()).map_err(|e| map_err(e.into()))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -288,18 +339,47 @@ fn item_key(table: &TableDef, item: &Item) -> Result<Vec<u8>, StoreError> {
     base_key_bytes(table, &Key::of_item(table, item)?)
 }
 
+fn position_of(key: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(key.try_into().map_err(|_| StoreError::Internal("corrupt change position".into()))?))
+}
+
+/// Appends a change of `table` to the change feed, in the write's own transaction, when the
+/// table is streamed and the filter keeps it.
+fn record(
+    txn: &WriteTransaction,
+    feed: Option<ChangeFilter>,
+    table: &TableDef,
+    old: Option<&Item>,
+    new: Option<&Item>,
+) -> Result<(), StoreError> {
+    let Some(body) = feed.filter(|_| table.stream).and_then(|f| f(table, old, new)) else {
+        return Ok(());
+    };
+    let mut t = txn.open_table(def(CHANGES)).map_err(|e| map_err(e.into()))?;
+    let next = match t.last().map_err(|e| map_err(e.into()))? {
+        Some((k, _)) => position_of(k.value())? + 1,
+        None => 1,
+    };
+    t.insert(next.to_be_bytes().as_slice(), body.as_bytes()).map_err(|e| map_err(e.into()))?;
+    Ok(())
+}
+
 /// Applies one op of a transaction (conditions already checked).
-fn apply(txn: &WriteTransaction, op: &TxOp) -> Result<(), StoreError> {
+fn apply(txn: &WriteTransaction, op: &TxOp, feed: Option<ChangeFilter>) -> Result<(), StoreError> {
     match op {
         TxOp::Put { table, item, .. } => {
             let k = item_key(table, item)?;
             let old = read_raw(txn, table, &k)?;
-            write_item(txn, table, &k, old.as_ref(), item)
+            write_item(txn, table, &k, old.as_ref(), item)?;
+            record(txn, feed, table, old.as_ref(), Some(item))
         }
         TxOp::Delete { table, key, .. } => {
             let k = base_key_bytes(table, key)?;
             match read_raw(txn, table, &k)? {
-                Some(old) => remove_item(txn, table, &k, &old),
+                Some(old) => {
+                    remove_item(txn, table, &k, &old)?;
+                    record(txn, feed, table, Some(&old), None)
+                }
                 None => Ok(()),
             }
         }
@@ -307,7 +387,8 @@ fn apply(txn: &WriteTransaction, op: &TxOp) -> Result<(), StoreError> {
             let k = base_key_bytes(table, key)?;
             let old = read_raw(txn, table, &k)?;
             let new = update.apply(table, key, old.clone());
-            write_item(txn, table, &k, old.as_ref(), &new)
+            write_item(txn, table, &k, old.as_ref(), &new)?;
+            record(txn, feed, table, old.as_ref(), Some(&new))
         }
         TxOp::Check { .. } => Ok(()),
     }
@@ -371,6 +452,7 @@ impl Tables for RedbTables {
 
     async fn delete(&self, table: &'static TableDef, key: &Key, cond: Cond) -> Result<Option<Item>, StoreError> {
         let k = base_key_bytes(table, key)?;
+        let feed = self.feed;
         self.write(move |txn| {
             let old = read_raw(txn, table, &k)?;
             if !cond.holds(old.as_ref()) {
@@ -378,6 +460,7 @@ impl Tables for RedbTables {
             }
             if let Some(o) = &old {
                 remove_item(txn, table, &k, o)?;
+                record(txn, feed, table, Some(o), None)?;
             }
             Ok(old)
         })
@@ -393,6 +476,7 @@ impl Tables for RedbTables {
     ) -> Result<Item, StoreError> {
         let k = base_key_bytes(table, key)?;
         let key = key.clone();
+        let feed = self.feed;
         self.write(move |txn| {
             let old = read_raw(txn, table, &k)?;
             if !cond.holds(old.as_ref()) {
@@ -400,6 +484,7 @@ impl Tables for RedbTables {
             }
             let new = update.apply(table, &key, old.clone());
             write_item(txn, table, &k, old.as_ref(), &new)?;
+            record(txn, feed, table, old.as_ref(), Some(&new))?;
             Ok(new)
         })
         .await
@@ -494,11 +579,14 @@ impl Tables for RedbTables {
     }
 
     async fn batch_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        let feed = self.feed;
         self.write(move |txn| {
             for op in &ops {
                 match op {
-                    WriteOp::Put { table, item } => apply(txn, &TxOp::put(table, item.clone(), Cond::Always))?,
-                    WriteOp::Delete { table, key } => apply(txn, &TxOp::delete(table, key.clone(), Cond::Always))?,
+                    WriteOp::Put { table, item } => apply(txn, &TxOp::put(table, item.clone(), Cond::Always), feed)?,
+                    WriteOp::Delete { table, key } => {
+                        apply(txn, &TxOp::delete(table, key.clone(), Cond::Always), feed)?
+                    }
                 }
             }
             Ok(())
@@ -541,6 +629,7 @@ impl Tables for RedbTables {
                 return Err(StoreError::Internal("transaction touches one item twice".into()));
             }
         }
+        let feed = self.feed;
         self.write(move |txn| {
             for (i, (table, key, cond)) in targets.iter().enumerate() {
                 if !cond.holds(read_raw(txn, table, key)?.as_ref()) {
@@ -548,7 +637,7 @@ impl Tables for RedbTables {
                 }
             }
             for op in &ops {
-                apply(txn, op)?;
+                apply(txn, op, feed)?;
             }
             Ok(())
         })
@@ -611,5 +700,45 @@ mod tests {
                 assert_eq!(a.cmp(&b), enc_n(a).cmp(&enc_n(b)));
             }
         }
+    }
+
+    /// The feed: a record per kept change of a streamed table, written with the change (so a
+    /// failed transaction leaves none), in commit order, durable, until forgotten.
+    #[tokio::test]
+    async fn the_change_feed_records_kept_changes_with_their_writes() {
+        use crate::schema::{STORE, USERS};
+        use serde_json::json;
+        fn keep_store_puts(t: &TableDef, _old: Option<&Item>, new: Option<&Item>) -> Option<String> {
+            (t.name == STORE.name).then(|| new.map(|n| n["seq"].to_string())).flatten()
+        }
+        let item = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let msg = |seq: i64| item(json!({"timeline_id": "c", "seq": seq, "text": "hi"}));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let t = RedbTables::open(&path).unwrap().with_change_feed(keep_store_puts);
+        t.transact(vec![TxOp::put(&STORE, msg(1), Cond::NotExists), TxOp::put(&STORE, msg(2), Cond::NotExists)])
+            .await
+            .unwrap();
+        // Failed: the store put is undone, and so is its record.
+        let failed = t
+            .transact(vec![TxOp::put(&STORE, msg(3), Cond::NotExists), TxOp::put(&STORE, msg(1), Cond::NotExists)])
+            .await;
+        assert!(failed.unwrap_err().is_conflict());
+        t.put(&USERS, item(json!({"user_id": "u"})), Cond::Always).await.unwrap();
+        t.delete(&STORE, &Key::pk_sk("c", 2), Cond::Always).await.unwrap();
+        t.put(&STORE, msg(4), Cond::NotExists).await.unwrap();
+        let got = t.changes(10).await.unwrap();
+        assert_eq!(got, vec![(1, "1".to_string()), (2, "2".to_string()), (3, "4".to_string())]);
+        t.forget_changes(vec![1, 2]).await.unwrap();
+        drop(t);
+        let t = RedbTables::open(&path).unwrap().with_change_feed(keep_store_puts);
+        assert_eq!(t.changes(10).await.unwrap(), vec![(3, "4".to_string())], "durable until forgotten");
+        t.put(&STORE, msg(5), Cond::NotExists).await.unwrap();
+        assert_eq!(t.changes(1).await.unwrap(), vec![(3, "4".to_string())], "oldest first");
+        assert_eq!(t.changes(10).await.unwrap()[1], (4, "5".to_string()));
+        // Without a filter nothing is recorded.
+        let plain = RedbTables::open(&dir.path().join("plain.redb")).unwrap();
+        plain.put(&STORE, msg(1), Cond::NotExists).await.unwrap();
+        assert!(plain.changes(10).await.unwrap().is_empty());
     }
 }
