@@ -364,30 +364,30 @@ fn record(
     Ok(())
 }
 
-/// Applies one op of a transaction (conditions already checked).
-fn apply(txn: &WriteTransaction, op: &TxOp, feed: Option<ChangeFilter>) -> Result<(), StoreError> {
+/// Applies one op of a transaction (conditions already checked) to its item, stored under
+/// `k` and read as `old` in this transaction.
+fn apply(
+    txn: &WriteTransaction,
+    op: &TxOp,
+    k: &[u8],
+    old: Option<Item>,
+    feed: Option<ChangeFilter>,
+) -> Result<(), StoreError> {
     match op {
         TxOp::Put { table, item, .. } => {
-            let k = item_key(table, item)?;
-            let old = read_raw(txn, table, &k)?;
-            write_item(txn, table, &k, old.as_ref(), item)?;
+            write_item(txn, table, k, old.as_ref(), item)?;
             record(txn, feed, table, old.as_ref(), Some(item))
         }
-        TxOp::Delete { table, key, .. } => {
-            let k = base_key_bytes(table, key)?;
-            match read_raw(txn, table, &k)? {
-                Some(old) => {
-                    remove_item(txn, table, &k, &old)?;
-                    record(txn, feed, table, Some(&old), None)
-                }
-                None => Ok(()),
+        TxOp::Delete { table, .. } => match old {
+            Some(old) => {
+                remove_item(txn, table, k, &old)?;
+                record(txn, feed, table, Some(&old), None)
             }
-        }
+            None => Ok(()),
+        },
         TxOp::Update { table, key, update, .. } => {
-            let k = base_key_bytes(table, key)?;
-            let old = read_raw(txn, table, &k)?;
             let new = update.apply(table, key, old.clone());
-            write_item(txn, table, &k, old.as_ref(), &new)?;
+            write_item(txn, table, k, old.as_ref(), &new)?;
             record(txn, feed, table, old.as_ref(), Some(&new))
         }
         TxOp::Check { .. } => Ok(()),
@@ -580,14 +580,17 @@ impl Tables for RedbTables {
 
     async fn batch_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         let feed = self.feed;
+        let ops = ops
+            .into_iter()
+            .map(|op| match op {
+                WriteOp::Put { table, item } => TxOp::put(table, item, Cond::Always),
+                WriteOp::Delete { table, key } => TxOp::delete(table, key, Cond::Always),
+            })
+            .map(|op| op_target(&op).map(|(table, k, _)| (op, table, k)))
+            .collect::<Result<Vec<_>, _>>()?;
         self.write(move |txn| {
-            for op in &ops {
-                match op {
-                    WriteOp::Put { table, item } => apply(txn, &TxOp::put(table, item.clone(), Cond::Always), feed)?,
-                    WriteOp::Delete { table, key } => {
-                        apply(txn, &TxOp::delete(table, key.clone(), Cond::Always), feed)?
-                    }
-                }
+            for (op, table, k) in &ops {
+                apply(txn, op, k, read_raw(txn, table, k)?, feed)?;
             }
             Ok(())
         })
@@ -631,13 +634,17 @@ impl Tables for RedbTables {
         }
         let feed = self.feed;
         self.write(move |txn| {
+            // Each item is read (and decoded) once: for its condition, then for its write.
+            let mut olds = Vec::with_capacity(targets.len());
             for (i, (table, key, cond)) in targets.iter().enumerate() {
-                if !cond.holds(read_raw(txn, table, key)?.as_ref()) {
+                let old = read_raw(txn, table, key)?;
+                if !cond.holds(old.as_ref()) {
                     return Err(StoreError::Conflict { index: Some(i) });
                 }
+                olds.push(old);
             }
-            for op in &ops {
-                apply(txn, op, feed)?;
+            for ((op, (_, key, _)), old) in ops.iter().zip(&targets).zip(olds) {
+                apply(txn, op, key, old, feed)?;
             }
             Ok(())
         })
