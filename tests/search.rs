@@ -160,7 +160,9 @@ async fn groups_are_found_by_name_and_renames_follow() {
 
 #[tokio::test]
 async fn the_index_survives_kill_9_and_the_unindexed_tail_is_indexed_after_restart() {
-    let mut s = Server::start_with(&[("IM_INDEX_WORKERS", "1")]);
+    // A job the killed worker had received and not finished comes back after its visibility
+    // timeout on SQS (the embedded queue hands it back at start-up): 2 s here, not 30.
+    let mut s = Server::start_with(&[("IM_INDEX_WORKERS", "1"), ("IM_FANOUT_VISIBILITY_SECS", "2")]);
     let (a, b) = (s.user("alice").await, s.user("bob").await);
     let conv = s.befriend(&a, &b).await;
     a.send(&s, &conv, "1", "committed before the crash").await;

@@ -38,8 +38,8 @@ impl Worker {
         }
     }
 
-    /// The least time from the end of one batch to the start of the next: while it runs, the
-    /// worker keeps receiving into the batch. Each index batch is one search commit, which
+    /// The least time from the start of one batch to the next receive: meanwhile jobs gather
+    /// in the queue. Each index batch is one search commit, which
     /// starts a new segment (tantivy zeroes a hash table for it and merges segments later):
     /// committing every batch as it came, about one per 50 messages under load, was a third
     /// of the CPU of a send (perf, im-bench). Pacing bounds the commits to five a second
@@ -89,7 +89,7 @@ impl Service {
     /// Consumes `worker`'s queue until `stop` is set.
     pub async fn run_worker(self: Arc<Self>, worker: Worker, cfg: WorkerConfig, stop: watch::Receiver<bool>) {
         let queue = worker.queue();
-        let mut last_batch = Instant::now() - worker.pace();
+        let mut last_batch = Instant::now().checked_sub(worker.pace()).unwrap_or_else(Instant::now);
         while !*stop.borrow() {
             let batch = match self.receive_batch(worker, &cfg, last_batch + worker.pace()).await {
                 Ok(b) => b,
@@ -112,9 +112,10 @@ impl Service {
         }
     }
 
-    /// Up to `worker.batch()` jobs: one receive that waits (a queue receives ten at most), then,
-    /// from `not_before` on (the worker's pace: more jobs arrive meanwhile), more without waiting
-    /// while full receives show that more are due.
+    /// Up to `worker.batch()` jobs: from `not_before` on (the worker's pace: meanwhile jobs
+    /// gather in the queue, not leased, so a worker killed while it waits holds none), one
+    /// receive that waits (a queue receives ten at most), then more without waiting while full
+    /// receives show that more are due.
     async fn receive_batch(
         &self,
         worker: Worker,
@@ -122,19 +123,15 @@ impl Service {
         not_before: Instant,
     ) -> std::result::Result<Vec<Delivery>, crate::queue::QueueError> {
         let (queue, max) = (worker.queue(), worker.batch());
-        let mut batch = self.queue.receive(queue, max.min(10), cfg.visibility, cfg.wait).await?;
-        if batch.is_empty() {
-            return Ok(batch);
-        }
         tokio::time::sleep_until(not_before.into()).await;
-        while batch.len() < max {
-            let asked = (max - batch.len()).min(10);
+        let mut asked = max.min(10);
+        let mut batch = self.queue.receive(queue, asked, cfg.visibility, cfg.wait).await?;
+        let mut full = batch.len() == asked;
+        while full && batch.len() < max {
+            asked = (max - batch.len()).min(10);
             let more = self.queue.receive(queue, asked, cfg.visibility, Duration::ZERO).await?;
-            let full = more.len() == asked;
+            full = more.len() == asked;
             batch.extend(more);
-            if !full {
-                break;
-            }
         }
         Ok(batch)
     }
