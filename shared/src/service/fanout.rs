@@ -113,16 +113,18 @@ impl Service {
     /// outbox row is still there, whichever its kind (a single chat's delivery went with its
     /// store write; its fan-out job finds it done, and deletes the row).
     pub(crate) async fn start_fanout(&self, m: &Message) {
-        if let Err(e) = self.enqueue_index(&[IndexJob::message(&m.conversation_id, m.seq)]).await {
+        if let Err(e) = self.enqueue_message_jobs(&m.conversation_id, m.seq).await {
             tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
-                "could not enqueue the index job; the outbox sweeper will retry");
-            return;
+                "could not enqueue the message's jobs; the outbox sweeper will retry");
         }
-        let job = FanoutJob::message(&m.conversation_id, m.seq);
-        if let Err(e) = self.queue.send_batch(FANOUT, vec![job.to_body()]).await {
-            tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
-                "could not enqueue fan-out; the outbox sweeper will retry");
-        }
+    }
+
+    /// The index job, then the fan-out job, of the message at `seq`: for a send and for the
+    /// sweeper alike.
+    async fn enqueue_message_jobs(&self, conversation_id: &str, seq: i64) -> Result<()> {
+        self.enqueue_index(&[IndexJob::message(conversation_id, seq)]).await?;
+        let job = FanoutJob::message(conversation_id, seq);
+        Ok(self.queue.send_batch(FANOUT, vec![job.to_body()]).await?)
     }
 
     /// After a single chat's send, whose transaction delivered the message and wrote its outbox
@@ -252,9 +254,7 @@ impl Service {
                         continue;
                     }
                     tracing::info!(conversation_id = %row.conversation_id, seq = row.seq, "re-enqueueing an unfinished fan-out");
-                    let job = FanoutJob::message(&row.conversation_id, row.seq);
-                    self.enqueue_index(&[IndexJob::message(&row.conversation_id, row.seq)]).await?;
-                    self.queue.send_batch(FANOUT, vec![job.to_body()]).await?;
+                    self.enqueue_message_jobs(&row.conversation_id, row.seq).await?;
                     // Exists: the fan-out may have finished meanwhile; then there is nothing to touch.
                     let update = Update::new().set("enqueued_at", now).add("sweeps", 1);
                     match self.tables.update(&OUTBOX, &key, update, Cond::Exists).await {

@@ -39,12 +39,11 @@ impl Worker {
     }
 
     /// The least time from the start of one batch to the next receive: meanwhile jobs gather
-    /// in the queue. Each index batch is one search commit, which
-    /// starts a new segment (tantivy zeroes a hash table for it and merges segments later):
-    /// committing every batch as it came, about one per 50 messages under load, was a third
-    /// of the CPU of a send (perf, im-bench). Pacing bounds the commits to five a second
-    /// whatever the load, and costs nothing when idle: a job arriving after a quiet gap is
-    /// handled at once.
+    /// in the queue. Each index batch is one search commit, which starts a new segment (tantivy
+    /// zeroes a hash table for it and merges segments later): committing every batch as it
+    /// came, about one per 50 messages under load, was a third of the CPU of a send (perf,
+    /// im-bench). Pacing bounds the commits to five a second whatever the load, and costs
+    /// nothing when idle: a job arriving after a quiet gap is handled at once.
     fn pace(self) -> Duration {
         match self {
             Worker::Fanout => Duration::ZERO,
@@ -89,9 +88,9 @@ impl Service {
     /// Consumes `worker`'s queue until `stop` is set.
     pub async fn run_worker(self: Arc<Self>, worker: Worker, cfg: WorkerConfig, stop: watch::Receiver<bool>) {
         let queue = worker.queue();
-        let mut last_batch = Instant::now().checked_sub(worker.pace()).unwrap_or_else(Instant::now);
+        let mut not_before = Instant::now();
         while !*stop.borrow() {
-            let batch = match self.receive_batch(worker, &cfg, last_batch + worker.pace()).await {
+            let batch = match self.receive_batch(worker, &cfg, not_before).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(queue, error = %e, "worker could not receive; retrying");
@@ -102,7 +101,7 @@ impl Service {
             if batch.is_empty() {
                 continue;
             }
-            last_batch = Instant::now();
+            not_before = Instant::now() + worker.pace();
             let outcomes = self.handle_batch(worker, &batch).await;
             // Settled all at once: on the embedded queue they share one commit.
             futures_util::future::join_all(
