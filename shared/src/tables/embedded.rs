@@ -129,6 +129,22 @@ impl RedbTables {
         self.db.run(f)
     }
 
+    /// One conditional write of its own, in a shared commit: the item as it was, and (for an
+    /// update) as it is now.
+    async fn write_one(&self, op: TxOp) -> Result<(Option<Item>, Option<Item>), StoreError> {
+        let (table, k, cond) = op_target(&op)?;
+        let feed = self.feed;
+        self.write(move |txn| {
+            let old = read_raw(txn, table, &k)?;
+            if !cond.holds(old.as_ref()) {
+                return Err(StoreError::Conflict { index: Some(0) });
+            }
+            let new = apply(txn, &op, &k, old.as_ref(), feed)?;
+            Ok((old, new))
+        })
+        .await
+    }
+
     /// A write, in a commit shared with the writes alongside it (see `redb_file`).
     async fn write<T: Send + 'static>(
         &self,
@@ -372,34 +388,36 @@ fn record(
     Ok(())
 }
 
-/// Applies one op of a transaction (conditions already checked) to its item, stored under
-/// `k` and read as `old` in this transaction.
+/// Applies one op (its condition already checked) to its item, stored under `k` and read as
+/// `old` in this transaction: every write goes through here, and so into the change feed. An
+/// update returns its item as it is now.
 fn apply(
     txn: &WriteTransaction,
     op: &TxOp,
     k: &[u8],
-    old: Option<Item>,
+    old: Option<&Item>,
     feed: Option<ChangeFilter>,
-) -> Result<(), StoreError> {
+) -> Result<Option<Item>, StoreError> {
     match op {
         TxOp::Put { table, item, .. } => {
-            write_item(txn, table, k, old.as_ref(), item)?;
-            record(txn, feed, table, old.as_ref(), Some(item))
+            write_item(txn, table, k, old, item)?;
+            record(txn, feed, table, old, Some(item))?;
         }
-        TxOp::Delete { table, .. } => match old {
-            Some(old) => {
-                remove_item(txn, table, k, &old)?;
-                record(txn, feed, table, Some(&old), None)
+        TxOp::Delete { table, .. } => {
+            if let Some(old) = old {
+                remove_item(txn, table, k, old)?;
+                record(txn, feed, table, Some(old), None)?;
             }
-            None => Ok(()),
-        },
-        TxOp::Update { table, key, update, .. } => {
-            let new = update.apply(table, key, old.clone());
-            write_item(txn, table, k, old.as_ref(), &new)?;
-            record(txn, feed, table, old.as_ref(), Some(&new))
         }
-        TxOp::Check { .. } => Ok(()),
+        TxOp::Update { table, key, update, .. } => {
+            let new = update.apply(table, key, old.cloned());
+            write_item(txn, table, k, old, &new)?;
+            record(txn, feed, table, old, Some(&new))?;
+            return Ok(Some(new));
+        }
+        TxOp::Check { .. } => {}
     }
+    Ok(None)
 }
 
 fn op_target(op: &TxOp) -> Result<(&'static TableDef, Vec<u8>, Cond), StoreError> {
@@ -457,20 +475,7 @@ impl Tables for RedbTables {
     }
 
     async fn delete(&self, table: &'static TableDef, key: &Key, cond: Cond) -> Result<Option<Item>, StoreError> {
-        let k = base_key_bytes(table, key)?;
-        let feed = self.feed;
-        self.write(move |txn| {
-            let old = read_raw(txn, table, &k)?;
-            if !cond.holds(old.as_ref()) {
-                return Err(StoreError::Conflict { index: Some(0) });
-            }
-            if let Some(o) = &old {
-                remove_item(txn, table, &k, o)?;
-                record(txn, feed, table, Some(o), None)?;
-            }
-            Ok(old)
-        })
-        .await
+        Ok(self.write_one(TxOp::delete(table, key.clone(), cond)).await?.0)
     }
 
     async fn update(
@@ -480,20 +485,8 @@ impl Tables for RedbTables {
         update: Update,
         cond: Cond,
     ) -> Result<Item, StoreError> {
-        let k = base_key_bytes(table, key)?;
-        let key = key.clone();
-        let feed = self.feed;
-        self.write(move |txn| {
-            let old = read_raw(txn, table, &k)?;
-            if !cond.holds(old.as_ref()) {
-                return Err(StoreError::Conflict { index: Some(0) });
-            }
-            let new = update.apply(table, &key, old.clone());
-            write_item(txn, table, &k, old.as_ref(), &new)?;
-            record(txn, feed, table, old.as_ref(), Some(&new))?;
-            Ok(new)
-        })
-        .await
+        let (_, new) = self.write_one(TxOp::update(table, key.clone(), update, cond)).await?;
+        new.ok_or_else(|| StoreError::Internal("an update left no item".into()))
     }
 
     async fn query(&self, q: Query) -> Result<Page, StoreError> {
@@ -595,7 +588,7 @@ impl Tables for RedbTables {
             .collect::<Result<Vec<_>, _>>()?;
         self.write(move |txn| {
             for (op, table, k) in &ops {
-                apply(txn, op, k, read_raw(txn, table, k)?, feed)?;
+                apply(txn, op, k, read_raw(txn, table, k)?.as_ref(), feed)?;
             }
             Ok(())
         })
@@ -649,7 +642,7 @@ impl Tables for RedbTables {
                 olds.push(old);
             }
             for ((op, (_, key, _)), old) in ops.iter().zip(&targets).zip(olds) {
-                apply(txn, op, key, old, feed)?;
+                apply(txn, op, key, old.as_ref(), feed)?;
             }
             Ok(())
         })
