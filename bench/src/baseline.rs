@@ -5,8 +5,9 @@
 //!
 //! An operation here is one transaction doing what the service does for it, reads included:
 //! a send reads and bumps the conversation's counter, writes the message and its idempotency
-//! row, and for every recipient reads and bumps the inbox counter, writes the delivery marker
-//! and the inbox entry, and rewrites the conversation summary and its activity-index entry.
+//! row, and for every recipient reads and bumps the inbox counter, writes the inbox entry (and
+//! for a group, the delivery marker), and rewrites the conversation summary and its
+//! activity-index entry. Single chats' conversations are named `s-…` here, groups' `g…`.
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde_json::{Value, json};
@@ -101,6 +102,8 @@ impl Direct {
         let mut summaries = txn.open_table(CONVERSATIONS).map_err(e)?;
         let mut activity = txn.open_table(BY_ACTIVITY).map_err(e)?;
         let delivery = format!("m/{conversation}/{seq}");
+        // A single chat's message needs no marker: its store row, written once, is one.
+        let marked = !conversation.starts_with("s-");
         for user in recipients {
             let u = user.as_str();
             let n = match inboxes.get(u).map_err(e)? {
@@ -108,8 +111,10 @@ impl Direct {
                 None => 0,
             };
             inboxes.insert(u, encode(&json!({"user_id": u, "last_sync_seq": n + 1})).as_slice()).map_err(e)?;
-            let marker = json!({"user_id": u, "delivery_id": delivery, "expires_at": now / 1000 + 8 * 86_400});
-            markers.insert((u, delivery.as_str()), encode(&marker).as_slice()).map_err(e)?;
+            if marked {
+                let marker = json!({"user_id": u, "delivery_id": delivery, "expires_at": now / 1000 + 8 * 86_400});
+                markers.insert((u, delivery.as_str()), encode(&marker).as_slice()).map_err(e)?;
+            }
             let entry = json!({"user_id": u, "sync_seq": n + 1, "kind": "message", "conversation_id": conversation,
                 "message": message, "event": null, "expires_at": now / 1000 + 7 * 86_400});
             sync.insert((u, n + 1), encode(&entry).as_slice()).map_err(e)?;

@@ -86,7 +86,7 @@ pub fn of(name: &str) -> Option<Access> {
             sends: &[FANOUT],
             ..tables(
                 &[&META, &USER_RELATIONS, &GROUP_RELATIONS, &SENDS, &STORE, &OUTBOX, &INBOXES, &CONVERSATIONS],
-                &[&STORE, &SENDS, &OUTBOX, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
+                &[&STORE, &SENDS, &OUTBOX, &INBOXES, &SYNC, &CONVERSATIONS, &META],
             )
         },
         "history" => tables(&[&META, &GROUP_RELATIONS, &STORE], &[]),
@@ -96,7 +96,7 @@ pub fn of(name: &str) -> Option<Access> {
         "search-messages" => Access { search: SearchUse::Query, ..tables(&[&CONVERSATIONS, &STORE], &[]) },
         "search-groups" => Access { search: SearchUse::Query, ..tables(&[&META], &[]) },
         "fanout-worker" => tables(
-            &[&STORE, &META, &GROUP_RELATIONS, &INBOXES, &DELIVERIES, &CONVERSATIONS],
+            &[&STORE, &GROUP_RELATIONS, &INBOXES, &DELIVERIES, &CONVERSATIONS],
             &[&INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &OUTBOX],
         ),
         "indexer" => Access { search: SearchUse::Index, ..tables(&[&STORE, &META], &[]) },

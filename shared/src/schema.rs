@@ -173,7 +173,8 @@ pub const SENDS: TableDef = TableDef {
 };
 
 /// Delivery markers: `(user_id, conversation/seq)`, written in the same transaction as the inbox
-/// entry, so a redelivered fan-out job never fills an inbox twice. They outlive the entries by
+/// entry, so a redelivered fan-out job never fills an inbox twice (group messages and events;
+/// a single chat's message is delivered once, by its send's transaction). They outlive the entries by
 /// the queue's longest retention, so a job redriven from a dead-letter queue is still deduplicated.
 pub const DELIVERIES: TableDef = TableDef {
     name: "deliveries",

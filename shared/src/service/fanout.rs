@@ -111,7 +111,7 @@ impl Service {
     /// fan-out job. Whatever fails leaves the outbox row in place, and the sweeper enqueues
     /// both again (each is idempotent). A group's send ends here; so does a retried send whose
     /// outbox row is still there, whichever its kind (a single chat's delivery went with its
-    /// store write; its fan-out job finds it done, and deletes the row).
+    /// store write; its fan-out job only deletes the row).
     pub(crate) async fn start_fanout(&self, m: &Message) {
         if let Err(e) = self.enqueue_message_jobs(&m.conversation_id, m.seq).await {
             tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
@@ -174,6 +174,15 @@ impl Service {
     }
 
     async fn handle_fanout_job(&self, job: &FanoutJob) -> Result<()> {
+        if Self::conv_kind(&job.conversation_id)? == ConvKind::Single {
+            // A single chat's message was delivered by its send's transaction, with the store
+            // write. Such a job only comes from a retried send or the sweeper finding the outbox
+            // row, which is all it removes. (Only groups' events go through the queue.)
+            let seq = job.seq.ok_or_else(|| Error::Internal("fan-out of an event to a single chat".into()))?;
+            self.tables.delete(&OUTBOX, &OutboxRow::key_of(&job.conversation_id, seq), Cond::Always).await?;
+            return Ok(());
+        }
+        let group = job.conversation_id.as_str();
         let payload = match (&job.seq, &job.event) {
             (Some(seq), None) => match self.message_at(&job.conversation_id, *seq).await? {
                 Some(m) => Payload::Message(m),
@@ -189,34 +198,20 @@ impl Service {
             },
             _ => return Err(Error::Internal("fan-out job needs exactly one of seq and event".into())),
         };
-        let (targets, rest, members_of) = match Self::conv_kind(&job.conversation_id)? {
-            ConvKind::Single => (self.require_meta(&job.conversation_id).await?.participants, None, None),
-            ConvKind::Group => {
-                let page = self
-                    .tables
-                    .query(
-                        Query::new(&GROUP_RELATIONS, job.conversation_id.as_str())
-                            .limit(self.cfg.fanout_page)
-                            .cursor(job.after.clone()),
-                    )
-                    .await?;
-                let members: Vec<MemberRow> = page.items.into_iter().map(from_item).collect::<Result<_>>()?;
-                // Members who joined after the message was sent see it in history, not in
-                // their inbox.
-                let targets = members
-                    .into_iter()
-                    .filter(|m| job.seq.is_none_or(|s| m.joined_seq < s))
-                    .map(|m| m.user_id)
-                    .collect();
-                (targets, page.cursor, Some(job.conversation_id.as_str()))
-            }
-        };
-        let last_page = rest.is_none();
-        if let Some(after) = rest {
+        let page = self
+            .tables
+            .query(Query::new(&GROUP_RELATIONS, group).limit(self.cfg.fanout_page).cursor(job.after.clone()))
+            .await?;
+        let members: Vec<MemberRow> = page.items.into_iter().map(from_item).collect::<Result<_>>()?;
+        // Members who joined after the message was sent see it in history, not in their inbox.
+        let targets: Vec<String> =
+            members.into_iter().filter(|m| job.seq.is_none_or(|s| m.joined_seq < s)).map(|m| m.user_id).collect();
+        let last_page = page.cursor.is_none();
+        if let Some(after) = page.cursor {
             let next = FanoutJob { after: Some(after), ..job.clone() };
             self.queue.send_batch(FANOUT, vec![next.to_body()]).await?;
         }
-        self.deliver_to(&targets, &payload, members_of).await?;
+        self.deliver_to(&targets, &payload, Some(group)).await?;
         if let (true, Payload::Message(m)) = (last_page, &payload) {
             self.tables.delete(&OUTBOX, &OutboxRow::key_of(&m.conversation_id, m.seq), Cond::Always).await?;
         }

@@ -2,7 +2,8 @@
 //!
 //! An append for user u is three writes in one transaction:
 //! 1. the delivery marker `(u, id of what is delivered)`, conditional on not existing — so a
-//!    retried delivery fails here and is known to be done;
+//!    retried delivery fails here and is known to be done (a single chat's message has none:
+//!    see [`Payload::delivery_id`]);
 //! 2. u's inbox counter from n to n+1, conditional on it still being n — so entries commit in
 //!    number order, and a concurrent append retries with n+1;
 //! 3. the entry `(u, n+1)`.
@@ -74,11 +75,18 @@ impl Payload {
         Notice { user_id: user.to_string(), sync_seq: counter.map_or(0, |c| c.last_sync_seq) + 1, conversation_id }
     }
 
-    /// Names what is delivered, for the delivery marker.
-    fn delivery_id(&self) -> String {
+    /// Names what is delivered, for the delivery marker that makes a redelivery harmless.
+    ///
+    /// A single chat's message has none. It is appended to both inboxes only by the transaction
+    /// of its send (`messages.rs`), which also stores it, conditional on the message being new:
+    /// that store row is its marker, so a retried send cannot append it twice, and there is no
+    /// later delivery to repeat. Two fewer rows per message (four with their TTL rows locally),
+    /// and four fewer write units on DynamoDB.
+    fn delivery_id(&self) -> Option<String> {
         match self {
-            Payload::Message(m) => format!("m/{}/{}", m.conversation_id, m.seq),
-            Payload::Event { id, .. } => format!("e/{id}"),
+            Payload::Message(m) if parse_conversation_id(&m.conversation_id) == Ok(ConvKind::Single) => None,
+            Payload::Message(m) => Some(format!("m/{}/{}", m.conversation_id, m.seq)),
+            Payload::Event { id, .. } => Some(format!("e/{id}")),
         }
     }
 }
@@ -88,15 +96,16 @@ impl Service {
         crate::time::now_ms() / 1000
     }
 
-    /// The three writes that append `payload` to `user`'s inbox, given its counter as read.
+    /// The writes that append `payload` to `user`'s inbox, given its counter as read: the
+    /// marker (if the payload has one), the counter and the entry.
     pub(crate) fn entry_ops(&self, user: &str, counter: Option<&InboxRow>, payload: &Payload) -> Vec<TxOp> {
         let now = Self::now_secs();
         let n = counter.map_or(0, |c| c.last_sync_seq);
-        let marker = MarkerRow {
+        let marker = payload.delivery_id().map(|delivery_id| MarkerRow {
             user_id: user.to_string(),
-            delivery_id: payload.delivery_id(),
+            delivery_id,
             expires_at: now + self.cfg.sync_ttl_secs + self.cfg.marker_extra_secs,
-        };
+        });
         let counter_cond = match counter {
             Some(_) => Cond::equals("last_sync_seq", n),
             None => Cond::NotExists,
@@ -121,11 +130,14 @@ impl Service {
                 expires_at: now + self.cfg.sync_ttl_secs,
             },
         };
-        vec![
-            TxOp::put(&DELIVERIES, to_item(&marker), Cond::NotExists),
-            TxOp::update(&INBOXES, Key::pk(user), Update::new().set("last_sync_seq", n + 1), counter_cond),
-            TxOp::put(&SYNC, to_item(&entry), Cond::NotExists),
-        ]
+        let marker = marker.map(|m| TxOp::put(&DELIVERIES, to_item(&m), Cond::NotExists));
+        marker
+            .into_iter()
+            .chain([
+                TxOp::update(&INBOXES, Key::pk(user), Update::new().set("last_sync_seq", n + 1), counter_cond),
+                TxOp::put(&SYNC, to_item(&entry), Cond::NotExists),
+            ])
+            .collect()
     }
 
     pub(crate) async fn inbox_counters(&self, users: &[String]) -> Result<Vec<Option<InboxRow>>> {
@@ -149,7 +161,9 @@ impl Service {
         let mut pending: Vec<String> = users.iter().filter(|u| seen.insert(u.as_str())).cloned().collect();
         let mut batch = self.cfg.fanout_batch.max(1);
         let mut backoff = Backoff::new();
-        let delivery_id = payload.delivery_id();
+        let Some(delivery_id) = payload.delivery_id() else {
+            return Err(Error::Internal("a single chat's message is delivered by its send, not again".into()));
+        };
         // Almost every delivery is a first one, so the markers are not read up front: a user who
         // already has it fails the marker's condition, and from then on they are read.
         let mut read_markers = false;

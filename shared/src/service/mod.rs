@@ -10,7 +10,8 @@
 //!   are never reused.
 //! - Exactly once: a send writes `(conversation, sender/client_msg_id)` with the message; an
 //!   inbox entry is written with a delivery marker `(user, conversation/seq)` in one transaction,
-//!   conditional on the marker being new.
+//!   conditional on the marker being new. A single chat's message needs no marker: its send's
+//!   transaction, the only one that appends it, stores it conditional on it being new.
 //! - Nothing lost: a single chat's send appends to both inboxes in its own transaction. A group
 //!   send writes an outbox row with the message; the fan-out deletes it when every inbox has
 //!   the message, and a sweeper re-enqueues rows a crash left behind.
