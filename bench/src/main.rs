@@ -26,6 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use futures_util::FutureExt;
 use im_shared::queue::Queue;
 use im_shared::queue::names::{FANOUT, INDEX};
+use im_shared::redb_file::COMMIT_THREAD;
 use measure::round;
 use scenarios::{Bench, Row};
 use serde_json::json;
@@ -274,14 +275,14 @@ fn git_commit() -> String {
 fn print_rows(rows: &[Row], header: bool) {
     if header {
         println!(
-            "| scenario | clients | ops/s | p50 ms | p99 ms | baseline ops/s | baseline p50 ms | ratio | writes/commit |"
+            "| scenario | clients | ops/s | p50 ms | p99 ms | baseline ops/s | baseline p50 ms | ratio | writes/commit | commit CPU µs/op |"
         );
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     }
     let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{}", round(v)));
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.clients,
             round(r.ours.per_sec()),
@@ -291,6 +292,7 @@ fn print_rows(rows: &[Row], header: bool) {
             f(r.baseline.as_ref().map(|b| b.quantile_ms(0.5))),
             f(r.ratio()),
             f(r.writes_per_commit),
+            f(r.ours.cpu_us_per_op(COMMIT_THREAD)),
         );
     }
 }

@@ -1,5 +1,6 @@
 //! Running an operation from concurrent clients for a while, and what came of it.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +10,10 @@ use std::time::{Duration, Instant};
 pub struct Samples {
     pub latencies: Vec<Duration>,
     pub elapsed: Duration,
+    /// CPU time this process's threads took while the operations ran, by thread name (empty
+    /// where /proc is not there). Less noisy than a rate on a shared machine: a thread's CPU per
+    /// operation moves only when its work does.
+    pub cpu: BTreeMap<String, Duration>,
 }
 
 impl Samples {
@@ -31,14 +36,53 @@ impl Samples {
         sorted[rank - 1].as_secs_f64() * 1e3
     }
 
+    /// Microseconds of CPU per operation that the threads named `name` took.
+    pub fn cpu_us_per_op(&self, name: &str) -> Option<f64> {
+        let cpu = self.cpu.get(name)?;
+        (self.ops() > 0).then(|| cpu.as_secs_f64() * 1e6 / self.ops() as f64)
+    }
+
     pub fn json(&self) -> serde_json::Value {
+        let cpu: serde_json::Map<String, serde_json::Value> =
+            self.cpu.keys().filter_map(|k| Some((k.clone(), round(self.cpu_us_per_op(k)?).into()))).collect();
         serde_json::json!({
             "ops": self.ops(),
             "per_sec": round(self.per_sec()),
             "p50_ms": round(self.quantile_ms(0.5)),
             "p99_ms": round(self.quantile_ms(0.99)),
+            "cpu_us_per_op": cpu,
         })
     }
+}
+
+/// CPU time so far of this process's threads, summed by thread name, from Linux's
+/// `/proc/self/task/*/stat` (in USER_HZ ticks, 100 a second). Empty where there is no /proc.
+pub fn thread_cpu() -> BTreeMap<String, Duration> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        // `tid (name) state ppid ...`: the name may hold spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // After the name: state is field 0, utime 11 and stime 12.
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        let cpu = Duration::from_millis((ticks(11) + ticks(12)) * 10);
+        *out.entry(stat[open + 1..close].to_string()).or_default() += cpu;
+    }
+    out
+}
+
+/// What each thread name took between two readings of [`thread_cpu`].
+fn cpu_between(before: &BTreeMap<String, Duration>, after: BTreeMap<String, Duration>) -> BTreeMap<String, Duration> {
+    after
+        .into_iter()
+        .map(|(name, t)| {
+            let was = before.get(&name).copied().unwrap_or_default();
+            (name, t.saturating_sub(was))
+        })
+        .filter(|(_, t)| !t.is_zero())
+        .collect()
 }
 
 pub fn round(x: f64) -> f64 {
@@ -78,12 +122,15 @@ where
             })
         })
         .collect();
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_before = thread_cpu();
     let mut out = Samples::default();
     for t in tasks {
         let latencies: Vec<Duration> = t.await.map_err(|e| e.to_string())??;
         out.latencies.extend(latencies);
     }
     out.elapsed = Instant::now().saturating_duration_since(measure_from);
+    out.cpu = cpu_between(&cpu_before, thread_cpu());
     Ok(out)
 }
 
@@ -129,7 +176,11 @@ mod tests {
 
     #[test]
     fn quantiles_are_nearest_rank() {
-        let s = Samples { latencies: (1..=100).map(Duration::from_millis).collect(), elapsed: Duration::from_secs(2) };
+        let s = Samples {
+            latencies: (1..=100).map(Duration::from_millis).collect(),
+            elapsed: Duration::from_secs(2),
+            ..Samples::default()
+        };
         assert_eq!(s.quantile_ms(0.5), 50.0);
         assert_eq!(s.quantile_ms(0.99), 99.0);
         assert_eq!(s.quantile_ms(1.0), 100.0);

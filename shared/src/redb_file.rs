@@ -34,6 +34,9 @@ use tokio::sync::oneshot;
 /// While the disk stays full every write fails; one error line this often is enough.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The name of each file's committer thread (the benchmark reports its CPU per operation).
+pub const COMMIT_THREAD: &str = "redb-commit";
+
 /// Writes folded into one commit, at most: bounds the work a failed batch repeats.
 const MAX_BATCH: usize = 512;
 
@@ -167,7 +170,7 @@ impl RedbFile {
         let committer = {
             let shared = shared.clone();
             std::thread::Builder::new()
-                .name("redb-commit".into())
+                .name(COMMIT_THREAD.into())
                 .spawn(move || {
                     while let Ok(first) = queue.recv() {
                         let mut batch = vec![first];

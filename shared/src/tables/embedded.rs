@@ -49,7 +49,7 @@ fn create_tables(db: &Database) -> Result<(), redb::Error> {
             txn.open_table(def(&name))?;
         }
     }
-    txn.open_table(def(CHANGES))?;
+    txn.open_table(Raw::new(CHANGES))?;
     txn.commit()?;
     Ok(())
 }
@@ -86,7 +86,7 @@ impl RedbTables {
     pub async fn changes(&self, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
-            let t = txn.open_table(def(CHANGES)).map_err(|e| map_err(e.into()))?;
+            let t = txn.open_table(Raw::new(CHANGES)).map_err(|e| map_err(e.into()))?;
             let mut out = Vec::new();
             for entry in t.iter().map_err(|e| map_err(e.into()))?.take(limit) {
                 let (k, v) = entry.map_err(|e| map_err(e.into()))?;
@@ -102,7 +102,7 @@ impl RedbTables {
     /// Removes handled records from the change feed.
     pub async fn forget_changes(&self, positions: Vec<u64>) -> Result<(), StoreError> {
         self.write(move |txn| {
-            let mut t = txn.open_table(def(CHANGES)).map_err(|e| map_err(e.into()))?;
+            let mut t = txn.open_table(Raw::new(CHANGES)).map_err(|e| map_err(e.into()))?;
             for p in &positions {
                 t.remove(p.to_be_bytes().as_slice()).map_err(|e| map_err(e.into()))?;
             }
@@ -135,11 +135,12 @@ impl RedbTables {
         let (table, k, cond) = op_target(&op)?;
         let feed = self.feed;
         self.write(move |txn| {
-            let old = read_raw(txn, table, &k)?;
+            let mut open = Open::new(txn);
+            let old = read_raw(&mut open, table, &k)?;
             if !cond.holds(old.as_ref()) {
                 return Err(StoreError::Conflict { index: Some(0) });
             }
-            let new = apply(txn, &op, &k, old.as_ref(), feed)?;
+            let new = apply(&mut open, &op, &k, old.as_ref(), feed)?;
             Ok((old, new))
         })
         .await
@@ -163,11 +164,11 @@ impl RedbTables {
     /// must not rely on either being prompt (the service filters expired items itself).
     pub async fn sweep_expired(&self, now_secs: i64) -> Result<usize, StoreError> {
         self.write(move |txn| {
+            let mut open = Open::new(txn);
             let mut removed = 0;
             for table in ALL_TABLES.iter().filter(|t| t.ttl.is_some()) {
-                let ttl_name = ttl_table_name(table);
                 let due: Vec<Vec<u8>> = {
-                    let t = txn.open_table(def(&ttl_name)).map_err(|e| map_err(e.into()))?;
+                    let t = open.table(table, Part::Ttl)?;
                     // TTL keys are the expiry followed by the base key: everything below now+1.
                     let hi = enc_n(now_secs.saturating_add(1));
                     let mut keys = Vec::new();
@@ -181,8 +182,8 @@ impl RedbTables {
                     keys
                 };
                 for base_key in due {
-                    if let Some(old) = read_raw(txn, table, &base_key)? {
-                        remove_item(txn, table, &base_key, &old)?;
+                    if let Some(old) = read_raw(&mut open, table, &base_key)? {
+                        remove_item(&mut open, table, &base_key, &old)?;
                         removed += 1;
                     }
                 }
@@ -211,15 +212,15 @@ fn def(name: &str) -> Raw {
     TableDefinition::new(name)
 }
 
-fn index_table_name(table: &TableDef, index: &IndexDef) -> String {
-    format!("{}#{}", table.name, index.name)
+fn index_table_name(table: &TableDef, index: &str) -> String {
+    format!("{}#{index}", table.name)
 }
 fn ttl_table_name(table: &TableDef) -> String {
     format!("{}#ttl", table.name)
 }
 fn storage_names(table: &TableDef) -> Vec<String> {
     let mut names = vec![table.name.to_string()];
-    names.extend(table.indexes.iter().map(|i| index_table_name(table, i)));
+    names.extend(table.indexes.iter().map(|i| index_table_name(table, i.name)));
     if table.ttl.is_some() {
         names.push(ttl_table_name(table));
     }
@@ -299,8 +300,62 @@ fn ttl_key_bytes(table: &TableDef, item: &Item, base_key: &[u8]) -> Option<Vec<u
 
 // ---- item reads and writes inside a transaction -------------------------------------------
 
-fn read_raw(txn: &WriteTransaction, table: &TableDef, key: &[u8]) -> Result<Option<Item>, StoreError> {
-    let t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
+/// Which redb table of a schema table: its items, one of its indexes, or its TTL entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Items,
+    Index(&'static str),
+    Ttl,
+}
+
+/// The redb tables one write has open, each opened on its first use and closed when the write
+/// is done. Opening a table looks it up in redb's table tree and closing it records its new
+/// root; a single chat's send touches its nine tables some forty times, so opening them per
+/// item read or write was a share of the serial commit thread's time.
+struct Open<'t> {
+    txn: &'t WriteTransaction,
+    tables: Vec<(&'static str, Part, RawTable<'t>)>,
+}
+
+type RawTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+impl<'t> Open<'t> {
+    fn new(txn: &'t WriteTransaction) -> Self {
+        Open { txn, tables: Vec::new() }
+    }
+
+    fn table(&mut self, table: &TableDef, part: Part) -> Result<&mut RawTable<'t>, StoreError> {
+        self.get(table.name, part, || match part {
+            Part::Items => Raw::new(table.name),
+            Part::Index(index) => def(&index_table_name(table, index)),
+            Part::Ttl => def(&ttl_table_name(table)),
+        })
+    }
+
+    /// The change feed's table.
+    fn changes(&mut self) -> Result<&mut RawTable<'t>, StoreError> {
+        self.get(CHANGES, Part::Items, || Raw::new(CHANGES))
+    }
+
+    fn get(
+        &mut self,
+        name: &'static str,
+        part: Part,
+        def: impl FnOnce() -> Raw,
+    ) -> Result<&mut RawTable<'t>, StoreError> {
+        let i = match self.tables.iter().position(|(n, p, _)| *n == name && *p == part) {
+            Some(i) => i,
+            None => {
+                self.tables.push((name, part, self.txn.open_table(def()).map_err(|e| map_err(e.into()))?));
+                self.tables.len() - 1
+            }
+        };
+        Ok(&mut self.tables[i].2)
+    }
+}
+
+fn read_raw(open: &mut Open, table: &TableDef, key: &[u8]) -> Result<Option<Item>, StoreError> {
+    let t = open.table(table, Part::Items)?;
     let v = t.get(key).map_err(|e| map_err(e.into()))?;
     v.map(|g| decode_item(g.value())).transpose()
 }
@@ -309,52 +364,38 @@ fn decode_item(bytes: &[u8]) -> Result<Item, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Internal(format!("corrupt item: {e}")))
 }
 
-fn remove_derived(txn: &WriteTransaction, table: &TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
+fn remove_derived(open: &mut Open, table: &TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
     for index in table.indexes {
         if let Some(ik) = index_key_bytes(index, old, key) {
-            let mut t = txn.open_table(def(&index_table_name(table, index))).map_err(|e| map_err(e.into()))?;
-            t.remove(ik.as_slice()).map_err(|e| map_err(e.into()))?;
+            open.table(table, Part::Index(index.name))?.remove(ik.as_slice()).map_err(|e| map_err(e.into()))?;
         }
     }
     if let Some(tk) = ttl_key_bytes(table, old, key) {
-        let mut t = txn.open_table(def(&ttl_table_name(table))).map_err(|e| map_err(e.into()))?;
-        t.remove(tk.as_slice()).map_err(|e| map_err(e.into()))?;
+        open.table(table, Part::Ttl)?.remove(tk.as_slice()).map_err(|e| map_err(e.into()))?;
     }
     Ok(())
 }
 
-fn write_item(
-    txn: &WriteTransaction,
-    table: &TableDef,
-    key: &[u8],
-    old: Option<&Item>,
-    new: &Item,
-) -> Result<(), StoreError> {
+fn write_item(open: &mut Open, table: &TableDef, key: &[u8], old: Option<&Item>, new: &Item) -> Result<(), StoreError> {
     if let Some(old) = old {
-        remove_derived(txn, table, key, old)?;
+        remove_derived(open, table, key, old)?;
     }
     let bytes = serde_json::to_vec(new).map_err(|e| StoreError::Internal(e.to_string()))?;
-    {
-        let mut t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
-        t.insert(key, bytes.as_slice()).map_err(|e| map_err(e.into()))?;
-    }
+    open.table(table, Part::Items)?.insert(key, bytes.as_slice()).map_err(|e| map_err(e.into()))?;
     for index in table.indexes {
         if let Some(ik) = index_key_bytes(index, new, key) {
-            let mut t = txn.open_table(def(&index_table_name(table, index))).map_err(|e| map_err(e.into()))?;
-            t.insert(ik.as_slice(), key).map_err(|e| map_err(e.into()))?;
+            open.table(table, Part::Index(index.name))?.insert(ik.as_slice(), key).map_err(|e| map_err(e.into()))?;
         }
     }
     if let Some(tk) = ttl_key_bytes(table, new, key) {
-        let mut t = txn.open_table(def(&ttl_table_name(table))).map_err(|e| map_err(e.into()))?;
-        t.insert(tk.as_slice(), &[][..]).map_err(|e| map_err(e.into()))?;
+        open.table(table, Part::Ttl)?.insert(tk.as_slice(), &[][..]).map_err(|e| map_err(e.into()))?;
     }
     Ok(())
 }
 
-fn remove_item(txn: &WriteTransaction, table: &TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
-    remove_derived(txn, table, key, old)?;
-    let mut t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
-    t.remove(key).map_err(|e| map_err(e.into()))?;
+fn remove_item(open: &mut Open, table: &TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
+    remove_derived(open, table, key, old)?;
+    open.table(table, Part::Items)?.remove(key).map_err(|e| map_err(e.into()))?;
     Ok(())
 }
 
@@ -370,7 +411,7 @@ fn position_of(key: &[u8]) -> Result<u64, StoreError> {
 /// Appends a change of `table` to the change feed, in the write's own transaction, when the
 /// table is streamed and the filter keeps it.
 fn record(
-    txn: &WriteTransaction,
+    open: &mut Open,
     feed: Option<ChangeFilter>,
     table: &TableDef,
     old: Option<&Item>,
@@ -379,7 +420,7 @@ fn record(
     let Some(body) = feed.filter(|_| table.stream).and_then(|f| f(table, old, new)) else {
         return Ok(());
     };
-    let mut t = txn.open_table(def(CHANGES)).map_err(|e| map_err(e.into()))?;
+    let t = open.changes()?;
     let next = match t.last().map_err(|e| map_err(e.into()))? {
         Some((k, _)) => position_of(k.value())? + 1,
         None => 1,
@@ -392,7 +433,7 @@ fn record(
 /// `old` in this transaction: every write goes through here, and so into the change feed. An
 /// update returns its item as it is now.
 fn apply(
-    txn: &WriteTransaction,
+    open: &mut Open,
     op: &TxOp,
     k: &[u8],
     old: Option<&Item>,
@@ -400,19 +441,19 @@ fn apply(
 ) -> Result<Option<Item>, StoreError> {
     match op {
         TxOp::Put { table, item, .. } => {
-            write_item(txn, table, k, old, item)?;
-            record(txn, feed, table, old, Some(item))?;
+            write_item(open, table, k, old, item)?;
+            record(open, feed, table, old, Some(item))?;
         }
         TxOp::Delete { table, .. } => {
             if let Some(old) = old {
-                remove_item(txn, table, k, old)?;
-                record(txn, feed, table, Some(old), None)?;
+                remove_item(open, table, k, old)?;
+                record(open, feed, table, Some(old), None)?;
             }
         }
         TxOp::Update { table, key, update, .. } => {
             let new = update.apply(table, key, old.cloned());
-            write_item(txn, table, k, old, &new)?;
-            record(txn, feed, table, old, Some(&new))?;
+            write_item(open, table, k, old, &new)?;
+            record(open, feed, table, old, Some(&new))?;
             return Ok(Some(new));
         }
         TxOp::Check { .. } => {}
@@ -450,7 +491,7 @@ impl Tables for RedbTables {
         let k = base_key_bytes(table, key)?;
         self.read_now(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
-            let t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
+            let t = txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?;
             let v = t.get(k.as_slice()).map_err(|e| map_err(e.into()))?;
             v.map(|g| decode_item(g.value())).transpose()
         })
@@ -460,7 +501,7 @@ impl Tables for RedbTables {
         let ks = keys.iter().map(|k| base_key_bytes(table, k)).collect::<Result<Vec<_>, _>>()?;
         self.read_now(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
-            let t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
+            let t = txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?;
             ks.iter()
                 .map(|k| {
                     let v = t.get(k.as_slice()).map_err(|e| map_err(e.into()))?;
@@ -537,7 +578,7 @@ impl Tables for RedbTables {
         let limit = q.limit.max(1);
         let table = q.table;
         let storage = match index {
-            Some(i) => index_table_name(table, i),
+            Some(i) => index_table_name(table, i.name),
             None => table.name.to_string(),
         };
         let forward = q.forward;
@@ -545,8 +586,11 @@ impl Tables for RedbTables {
         self.read_now(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
             let t = txn.open_table(def(&storage)).map_err(|e| map_err(e.into()))?;
-            let base =
-                if is_index { Some(txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?) } else { None };
+            let base = if is_index {
+                Some(txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?)
+            } else {
+                None
+            };
             if bounds_empty(&lower, &upper) {
                 return Ok(Page::default());
             }
@@ -587,8 +631,10 @@ impl Tables for RedbTables {
             .map(|op| op_target(&op).map(|(table, k, _)| (op, table, k)))
             .collect::<Result<Vec<_>, _>>()?;
         self.write(move |txn| {
+            let mut open = Open::new(txn);
             for (op, table, k) in &ops {
-                apply(txn, op, k, read_raw(txn, table, k)?.as_ref(), feed)?;
+                let old = read_raw(&mut open, table, k)?;
+                apply(&mut open, op, k, old.as_ref(), feed)?;
             }
             Ok(())
         })
@@ -603,7 +649,7 @@ impl Tables for RedbTables {
         let limit = limit.max(1);
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
-            let t = txn.open_table(def(table.name)).map_err(|e| map_err(e.into()))?;
+            let t = txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?;
             let range = t.range::<&[u8]>((as_slice_bound(&start), Bound::Unbounded)).map_err(|e| map_err(e.into()))?;
             let mut items = Vec::new();
             let mut last_key = Vec::new();
@@ -632,17 +678,18 @@ impl Tables for RedbTables {
         }
         let feed = self.feed;
         self.write(move |txn| {
+            let mut open = Open::new(txn);
             // Each item is read (and decoded) once: for its condition, then for its write.
             let mut olds = Vec::with_capacity(targets.len());
             for (i, (table, key, cond)) in targets.iter().enumerate() {
-                let old = read_raw(txn, table, key)?;
+                let old = read_raw(&mut open, table, key)?;
                 if !cond.holds(old.as_ref()) {
                     return Err(StoreError::Conflict { index: Some(i) });
                 }
                 olds.push(old);
             }
             for ((op, (_, key, _)), old) in ops.iter().zip(&targets).zip(olds) {
-                apply(txn, op, key, old.as_ref(), feed)?;
+                apply(&mut open, op, key, old.as_ref(), feed)?;
             }
             Ok(())
         })
