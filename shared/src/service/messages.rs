@@ -137,10 +137,10 @@ impl Service {
             return Err(Error::TooLarge(format!("text is longer than {} characters", self.cfg.max_text_chars)));
         }
         let (mut meta, guard) = self.require_sender(caller, conversation_id).await?;
+        // The send row is not read first: a retry fails the transaction's condition on it (op 2
+        // below) and is answered from there. Almost every send is a first attempt, and the read
+        // cost each one a lookup (a read unit on DynamoDB).
         let send_key = format!("{caller}/{}", input.client_msg_id);
-        if let Some(seq) = self.sent_seq(conversation_id, &send_key).await? {
-            return self.resend(conversation_id, seq).await;
-        }
         let kind = Self::conv_kind(conversation_id)?;
         let outbox = kind == ConvKind::Group || self.cfg.index_jobs;
         let mut backoff = Backoff::new();
@@ -187,7 +187,7 @@ impl Service {
             match self.tables.transact(ops).await {
                 Ok(()) => break (message, delivered),
                 Err(e) => match conflict_at(&e) {
-                    // A retry of this send raced the first attempt, which won.
+                    // A retry: an earlier attempt of this send stored the message.
                     Some(Some(2)) => {
                         let seq = self
                             .sent_seq(conversation_id, &send_key)

@@ -132,15 +132,15 @@ impl RedbTables {
     /// One conditional write of its own, in a shared commit: the item as it was, and (for an
     /// update) as it is now.
     async fn write_one(&self, op: TxOp) -> Result<(Option<Item>, Option<Item>), StoreError> {
-        let (table, k, cond) = op_target(&op)?;
+        let op = Prepared::of(op)?;
         let feed = self.feed;
         self.write(move |txn| {
             let mut open = Open::new(txn);
-            let old = read_raw(&mut open, table, &k)?;
-            if !cond.holds(old.as_ref()) {
+            let old = read_raw(&mut open, op.table, &op.key)?;
+            if !op.cond().holds(old.as_ref()) {
                 return Err(StoreError::Conflict { index: Some(0) });
             }
-            let new = apply(&mut open, &op, &k, old.as_ref(), feed)?;
+            let new = apply(&mut open, &op, old.as_ref(), feed)?;
             Ok((old, new))
         })
         .await
@@ -376,12 +376,19 @@ fn remove_derived(open: &mut Open, table: &TableDef, key: &[u8], old: &Item) -> 
     Ok(())
 }
 
-fn write_item(open: &mut Open, table: &TableDef, key: &[u8], old: Option<&Item>, new: &Item) -> Result<(), StoreError> {
+/// Writes `new`, encoded as `bytes`, over `old`, with its index and TTL rows.
+fn write_item(
+    open: &mut Open,
+    table: &TableDef,
+    key: &[u8],
+    old: Option<&Item>,
+    new: &Item,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
     if let Some(old) = old {
         remove_derived(open, table, key, old)?;
     }
-    let bytes = serde_json::to_vec(new).map_err(|e| StoreError::Internal(e.to_string()))?;
-    open.table(table, Part::Items)?.insert(key, bytes.as_slice()).map_err(|e| map_err(e.into()))?;
+    open.table(table, Part::Items)?.insert(key, bytes).map_err(|e| map_err(e.into()))?;
     for index in table.indexes {
         if let Some(ik) = index_key_bytes(index, new, key) {
             open.table(table, Part::Index(index.name))?.insert(ik.as_slice(), key).map_err(|e| map_err(e.into()))?;
@@ -429,19 +436,19 @@ fn record(
     Ok(())
 }
 
-/// Applies one op (its condition already checked) to its item, stored under `k` and read as
-/// `old` in this transaction: every write goes through here, and so into the change feed. An
-/// update returns its item as it is now.
+/// Applies one op (its condition already checked) to its item, read as `old` in this
+/// transaction: every write goes through here, and so into the change feed. An update returns
+/// its item as it is now.
 fn apply(
     open: &mut Open,
-    op: &TxOp,
-    k: &[u8],
+    op: &Prepared,
     old: Option<&Item>,
     feed: Option<ChangeFilter>,
 ) -> Result<Option<Item>, StoreError> {
-    match op {
+    let k = op.key.as_slice();
+    match &op.op {
         TxOp::Put { table, item, .. } => {
-            write_item(open, table, k, old, item)?;
+            write_item(open, table, k, old, item, &op.bytes)?;
             record(open, feed, table, old, Some(item))?;
         }
         TxOp::Delete { table, .. } => {
@@ -452,7 +459,7 @@ fn apply(
         }
         TxOp::Update { table, key, update, .. } => {
             let new = update.apply(table, key, old.cloned());
-            write_item(open, table, k, old, &new)?;
+            write_item(open, table, k, old, &new, &encode_item(&new)?)?;
             record(open, feed, table, old, Some(&new))?;
             return Ok(Some(new));
         }
@@ -461,13 +468,40 @@ fn apply(
     Ok(None)
 }
 
-fn op_target(op: &TxOp) -> Result<(&'static TableDef, Vec<u8>, Cond), StoreError> {
-    Ok(match op {
-        TxOp::Put { table, item, cond } => (*table, item_key(table, item)?, cond.clone()),
-        TxOp::Delete { table, key, cond }
-        | TxOp::Update { table, key, cond, .. }
-        | TxOp::Check { table, key, cond } => (*table, base_key_bytes(table, key)?, cond.clone()),
-    })
+fn encode_item(item: &Item) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(item).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// An op made ready for the commit thread: its item's stored key and, for a put, the item
+/// already encoded. What does not depend on the transaction's reads is done before the write
+/// reaches that one serial thread, on the caller's.
+struct Prepared {
+    op: TxOp,
+    table: &'static TableDef,
+    key: Vec<u8>,
+    /// A put's encoded item (empty for other ops).
+    bytes: Vec<u8>,
+}
+
+impl Prepared {
+    fn of(op: TxOp) -> Result<Self, StoreError> {
+        let (table, key, bytes) = match &op {
+            TxOp::Put { table, item, .. } => (*table, item_key(table, item)?, encode_item(item)?),
+            TxOp::Delete { table, key, .. } | TxOp::Update { table, key, .. } | TxOp::Check { table, key, .. } => {
+                (*table, base_key_bytes(table, key)?, Vec::new())
+            }
+        };
+        Ok(Prepared { op, table, key, bytes })
+    }
+
+    fn cond(&self) -> &Cond {
+        match &self.op {
+            TxOp::Put { cond, .. }
+            | TxOp::Delete { cond, .. }
+            | TxOp::Update { cond, .. }
+            | TxOp::Check { cond, .. } => cond,
+        }
+    }
 }
 
 // ---- cursors ------------------------------------------------------------------------------
@@ -628,13 +662,13 @@ impl Tables for RedbTables {
                 WriteOp::Put { table, item } => TxOp::put(table, item, Cond::Always),
                 WriteOp::Delete { table, key } => TxOp::delete(table, key, Cond::Always),
             })
-            .map(|op| op_target(&op).map(|(table, k, _)| (op, table, k)))
+            .map(Prepared::of)
             .collect::<Result<Vec<_>, _>>()?;
         self.write(move |txn| {
             let mut open = Open::new(txn);
-            for (op, table, k) in &ops {
-                let old = read_raw(&mut open, table, k)?;
-                apply(&mut open, op, k, old.as_ref(), feed)?;
+            for op in &ops {
+                let old = read_raw(&mut open, op.table, &op.key)?;
+                apply(&mut open, op, old.as_ref(), feed)?;
             }
             Ok(())
         })
@@ -670,9 +704,9 @@ impl Tables for RedbTables {
         if ops.len() > MAX_TX_OPS {
             return Err(StoreError::Internal(format!("transaction of {} ops exceeds {MAX_TX_OPS}", ops.len())));
         }
-        let targets = ops.iter().map(op_target).collect::<Result<Vec<_>, _>>()?;
-        for (i, (t, k, _)) in targets.iter().enumerate() {
-            if targets[..i].iter().any(|(t2, k2, _)| t2.name == t.name && k2 == k) {
+        let ops = ops.into_iter().map(Prepared::of).collect::<Result<Vec<_>, _>>()?;
+        for (i, op) in ops.iter().enumerate() {
+            if ops[..i].iter().any(|o| o.table.name == op.table.name && o.key == op.key) {
                 return Err(StoreError::Internal("transaction touches one item twice".into()));
             }
         }
@@ -680,16 +714,16 @@ impl Tables for RedbTables {
         self.write(move |txn| {
             let mut open = Open::new(txn);
             // Each item is read (and decoded) once: for its condition, then for its write.
-            let mut olds = Vec::with_capacity(targets.len());
-            for (i, (table, key, cond)) in targets.iter().enumerate() {
-                let old = read_raw(&mut open, table, key)?;
-                if !cond.holds(old.as_ref()) {
+            let mut olds = Vec::with_capacity(ops.len());
+            for (i, op) in ops.iter().enumerate() {
+                let old = read_raw(&mut open, op.table, &op.key)?;
+                if !op.cond().holds(old.as_ref()) {
                     return Err(StoreError::Conflict { index: Some(i) });
                 }
                 olds.push(old);
             }
-            for ((op, (_, key, _)), old) in ops.iter().zip(&targets).zip(olds) {
-                apply(&mut open, op, key, old.as_ref(), feed)?;
+            for (op, old) in ops.iter().zip(olds) {
+                apply(&mut open, op, old.as_ref(), feed)?;
             }
             Ok(())
         })
