@@ -292,7 +292,9 @@ fn print_rows(rows: &[Row], header: bool) {
             f(r.baseline.as_ref().map(|b| b.quantile_ms(0.5))),
             f(r.ratio()),
             f(r.writes_per_commit),
-            f(r.ours.cpu_us_per_op(COMMIT_THREAD)),
+            // Only where the row's own operations write: while others write (sync during sends),
+            // the commit threads' CPU is theirs.
+            f(r.writes_per_commit.and(r.ours.cpu_us_per_op(COMMIT_THREAD))),
         );
     }
 }
