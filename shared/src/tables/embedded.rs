@@ -129,21 +129,44 @@ impl RedbTables {
         self.db.run(f)
     }
 
-    /// One conditional write of its own, in a shared commit: the item as it was, and (for an
-    /// update) as it is now.
-    async fn write_one(&self, op: TxOp) -> Result<(Option<Item>, Option<Item>), StoreError> {
-        let op = Prepared::of(op)?;
+    /// Conditional ops, all or nothing, in a shared commit (a transaction, or one write of its
+    /// own): each item as it was and, for an update, as it is now.
+    async fn write_ops(&self, ops: Vec<TxOp>) -> Result<Vec<(Option<Item>, Option<Item>)>, StoreError> {
+        if ops.len() > MAX_TX_OPS {
+            return Err(StoreError::Internal(format!("transaction of {} ops exceeds {MAX_TX_OPS}", ops.len())));
+        }
+        let ops = ops.into_iter().map(Prepared::of).collect::<Result<Vec<_>, _>>()?;
+        for (i, op) in ops.iter().enumerate() {
+            if ops[..i].iter().any(|o| o.table.name == op.table.name && o.key == op.key) {
+                return Err(StoreError::Internal("transaction touches one item twice".into()));
+            }
+        }
         let feed = self.feed;
         self.write(move |txn| {
             let mut open = Open::new(txn);
-            let old = read_raw(&mut open, op.table, &op.key)?;
-            if !op.cond().holds(old.as_ref()) {
-                return Err(StoreError::Conflict { index: Some(0) });
+            // Each item is read (and decoded) once: for its condition, then for its write.
+            let mut olds = Vec::with_capacity(ops.len());
+            for (i, op) in ops.iter().enumerate() {
+                let old = read_raw(&mut open, op.table, &op.key)?;
+                if !op.cond().holds(old.as_ref()) {
+                    return Err(StoreError::Conflict { index: Some(i) });
+                }
+                olds.push(old);
             }
-            let new = apply(&mut open, &op, old.as_ref(), feed)?;
-            Ok((old, new))
+            let mut done = Vec::with_capacity(ops.len());
+            for (op, old) in ops.iter().zip(olds) {
+                let new = apply(&mut open, op, old.as_ref(), feed)?;
+                done.push((old, new));
+            }
+            Ok(done)
         })
         .await
+    }
+
+    /// One conditional op of its own: its item as it was and, for an update, as it is now.
+    async fn write_one(&self, op: TxOp) -> Result<(Option<Item>, Option<Item>), StoreError> {
+        let mut done = self.write_ops(vec![op]).await?;
+        Ok(done.pop().unwrap_or_default())
     }
 
     /// A write, in a commit shared with the writes alongside it (see `redb_file`).
@@ -701,33 +724,7 @@ impl Tables for RedbTables {
     }
 
     async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
-        if ops.len() > MAX_TX_OPS {
-            return Err(StoreError::Internal(format!("transaction of {} ops exceeds {MAX_TX_OPS}", ops.len())));
-        }
-        let ops = ops.into_iter().map(Prepared::of).collect::<Result<Vec<_>, _>>()?;
-        for (i, op) in ops.iter().enumerate() {
-            if ops[..i].iter().any(|o| o.table.name == op.table.name && o.key == op.key) {
-                return Err(StoreError::Internal("transaction touches one item twice".into()));
-            }
-        }
-        let feed = self.feed;
-        self.write(move |txn| {
-            let mut open = Open::new(txn);
-            // Each item is read (and decoded) once: for its condition, then for its write.
-            let mut olds = Vec::with_capacity(ops.len());
-            for (i, op) in ops.iter().enumerate() {
-                let old = read_raw(&mut open, op.table, &op.key)?;
-                if !op.cond().holds(old.as_ref()) {
-                    return Err(StoreError::Conflict { index: Some(i) });
-                }
-                olds.push(old);
-            }
-            for (op, old) in ops.iter().zip(olds) {
-                apply(&mut open, op, old.as_ref(), feed)?;
-            }
-            Ok(())
-        })
-        .await
+        self.write_ops(ops).await.map(drop)
     }
 }
 
