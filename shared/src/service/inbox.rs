@@ -101,10 +101,13 @@ impl Service {
     pub(crate) fn entry_ops(&self, user: &str, counter: Option<&InboxRow>, payload: &Payload) -> Vec<TxOp> {
         let now = Self::now_secs();
         let n = counter.map_or(0, |c| c.last_sync_seq);
-        let marker = payload.delivery_id().map(|delivery_id| MarkerRow {
-            user_id: user.to_string(),
-            delivery_id,
-            expires_at: now + self.cfg.sync_ttl_secs + self.cfg.marker_extra_secs,
+        let marker = payload.delivery_id().map(|delivery_id| {
+            let row = MarkerRow {
+                user_id: user.to_string(),
+                delivery_id,
+                expires_at: now + self.cfg.sync_ttl_secs + self.cfg.marker_extra_secs,
+            };
+            TxOp::put(&DELIVERIES, to_item(&row), Cond::NotExists)
         });
         let counter_cond = match counter {
             Some(_) => Cond::equals("last_sync_seq", n),
@@ -130,7 +133,6 @@ impl Service {
                 expires_at: now + self.cfg.sync_ttl_secs,
             },
         };
-        let marker = marker.map(|m| TxOp::put(&DELIVERIES, to_item(&m), Cond::NotExists));
         marker
             .into_iter()
             .chain([
