@@ -530,5 +530,5 @@ async fn a_single_chat_is_delivered_with_its_send_and_its_index_job_survives_a_q
     }
     let found = svc.search_messages("ben", Some("kumquat".into()), None, None, None).await.unwrap();
     assert_eq!(found.items.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![seq]);
-    assert_eq!(svc.sweep_outbox().await.unwrap(), 0, "the fan-out job deleted the row");
+    assert_eq!(svc.sweep_outbox().await.unwrap(), 0, "the row went with the index job");
 }

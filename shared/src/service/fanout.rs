@@ -107,41 +107,33 @@ impl FanoutJob {
 }
 
 impl Service {
-    /// Hands a stored message's remaining work to the queues: its index job first, then its
-    /// fan-out job. Whatever fails leaves the outbox row in place, and the sweeper enqueues
-    /// both again (each is idempotent). A group's send ends here; so does a retried send whose
-    /// outbox row is still there, whichever its kind (a single chat's delivery went with its
-    /// store write; its fan-out job only deletes the row).
-    pub(crate) async fn start_fanout(&self, m: &Message) {
+    /// Hands on what is left of a stored message's work (see `enqueue_message_jobs`), after a
+    /// send that wrote an outbox row and for a retried send whose row is still there. A failure
+    /// is not the client's, since the message is stored: the row stays, and the sweeper does
+    /// it again (each step is idempotent).
+    pub(crate) async fn hand_on_jobs(&self, m: &Message) {
         if let Err(e) = self.enqueue_message_jobs(&m.conversation_id, m.seq).await {
             tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
-                "could not enqueue the message's jobs; the outbox sweeper will retry");
+                "could not hand on the message's jobs; the outbox sweeper will retry");
         }
     }
 
-    /// The index job, then the fan-out job, of the message at `seq`: for a send and for the
-    /// sweeper alike.
+    /// What is left of the work of the message at `seq`, for a send and for the sweeper alike:
+    /// its index job first; then for a group the fan-out job, whose last page deletes the
+    /// outbox row. A single chat's send delivered the message itself, so its row, which stood
+    /// for the index job alone, goes at once.
     async fn enqueue_message_jobs(&self, conversation_id: &str, seq: i64) -> Result<()> {
         self.enqueue_index(&[IndexJob::message(conversation_id, seq)]).await?;
-        let job = FanoutJob::message(conversation_id, seq);
-        Ok(self.queue.send_batch(FANOUT, vec![job.to_body()]).await?)
-    }
-
-    /// After a single chat's send, whose transaction delivered the message and wrote its outbox
-    /// row for the index job alone: the index job, then the row goes. A failure of either is
-    /// not the client's: the message is stored and delivered, and the sweeper enqueues the
-    /// index job again (a duplicate is harmless).
-    pub(crate) async fn index_then_clear_outbox(&self, m: &Message) {
-        if let Err(e) = self.enqueue_index(&[IndexJob::message(&m.conversation_id, m.seq)]).await {
-            tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
-                "could not enqueue the index job; the outbox sweeper will retry");
-            return;
+        match Self::conv_kind(conversation_id)? {
+            ConvKind::Single => {
+                self.tables.delete(&OUTBOX, &OutboxRow::key_of(conversation_id, seq), Cond::Always).await?;
+            }
+            ConvKind::Group => {
+                let job = FanoutJob::message(conversation_id, seq);
+                self.queue.send_batch(FANOUT, vec![job.to_body()]).await?;
+            }
         }
-        let key = OutboxRow::key_of(&m.conversation_id, m.seq);
-        if let Err(e) = self.tables.delete(&OUTBOX, &key, Cond::Always).await {
-            tracing::warn!(conversation_id = %m.conversation_id, seq = m.seq, error = %e,
-                "could not delete an outbox row; the sweeper will index the message again");
-        }
+        Ok(())
     }
 
     pub(crate) async fn outbox_pending(&self, m: &Message) -> Result<bool> {
@@ -176,8 +168,9 @@ impl Service {
     async fn handle_fanout_job(&self, job: &FanoutJob) -> Result<()> {
         if Self::conv_kind(&job.conversation_id)? == ConvKind::Single {
             // A single chat's message was delivered by its send's transaction, with the store
-            // write. Such a job only comes from a retried send or the sweeper finding the outbox
-            // row, which is all it removes. (Only groups' events go through the queue.)
+            // write, and nothing queues a fan-out job for it (`enqueue_message_jobs`); one queued
+            // by an earlier version finds it delivered, and only removes its outbox row. (Only
+            // groups' events go through the queue.)
             let seq = job.seq.ok_or_else(|| Error::Internal("fan-out of an event to a single chat".into()))?;
             self.tables.delete(&OUTBOX, &OutboxRow::key_of(&job.conversation_id, seq), Cond::Always).await?;
             return Ok(());

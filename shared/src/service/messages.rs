@@ -207,15 +207,13 @@ impl Service {
             }
         };
         tracing::debug!(conversation_id, seq = message.seq, sender = caller, "message stored");
-        match delivered {
-            Some((payload, counters)) => {
-                let everyone: HashSet<String> = meta.participants.iter().cloned().collect();
-                self.notify_appended(&meta.participants, &counters, &everyone, &payload).await;
-                if outbox {
-                    self.index_then_clear_outbox(&message).await;
-                }
-            }
-            None => self.start_fanout(&message).await,
+        if let Some((payload, counters)) = delivered {
+            let everyone: HashSet<String> = meta.participants.iter().cloned().collect();
+            self.notify_appended(&meta.participants, &counters, &everyone, &payload).await;
+        }
+        // Every group send, and a single chat's where search is fed by index jobs.
+        if outbox {
+            self.hand_on_jobs(&message).await;
         }
         Ok(Sent { message, created: true })
     }
@@ -234,7 +232,7 @@ impl Service {
             .await?
             .ok_or_else(|| Error::Internal("sent message missing".into()))?;
         if self.outbox_pending(&message).await? {
-            self.start_fanout(&message).await;
+            self.hand_on_jobs(&message).await;
         }
         Ok(Sent { message, created: false })
     }
