@@ -78,7 +78,7 @@ impl Service {
         conversation_id: &str,
     ) -> Result<Vec<Option<SummaryRow>>> {
         let keys: Vec<Key> = users.iter().map(|u| Key::pk_sk(u.as_str(), conversation_id)).collect();
-        self.tables.get_many(&CONVERSATIONS, &keys).await?.into_iter().map(opt_from_item).collect()
+        self.tables.get_many_stored(&CONVERSATIONS, &keys).await?.into_iter().map(opt_from_item).collect()
     }
 
     /// Messages from others with `lo < seq <= hi` in the store.
@@ -88,15 +88,20 @@ impl Service {
         loop {
             let page = self
                 .tables
-                .query(
+                .query_stored(
                     Query::new(&STORE, conversation_id)
                         .range(Bound::Excluded(KeyVal::N(lo)), Bound::Included(KeyVal::N(hi)))
                         .limit(500)
                         .cursor(cursor),
                 )
                 .await?;
+            // Only the sender of each message is decoded.
+            #[derive(Deserialize)]
+            struct Sent {
+                sender: String,
+            }
             for item in page.items {
-                if item.get("sender").and_then(|s| s.as_str()) != Some(user) {
+                if from_item::<Sent>(item)?.sender != user {
                     n += 1;
                 }
             }
@@ -153,7 +158,7 @@ impl Service {
         let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
         let page = self
             .tables
-            .query(
+            .query_stored(
                 Query::new(&CONVERSATIONS, caller)
                     .index(CONVERSATIONS_BY_ACTIVITY)
                     .backward()
@@ -173,11 +178,14 @@ impl Service {
         let mut titles = self.names_of(&peers).await?;
         let groups: Vec<Key> =
             rows.iter().filter(|r| r.peer.is_none()).map(|r| Key::pk(r.conversation_id.as_str())).collect();
-        for item in self.tables.get_many(&META, &groups).await?.into_iter().flatten() {
-            if let (Some(id), Some(name)) =
-                (item.get("timeline_id").and_then(|v| v.as_str()), item.get("name").and_then(|v| v.as_str()))
-            {
-                titles.insert(id.to_string(), name.to_string());
+        #[derive(Deserialize)]
+        struct Named {
+            timeline_id: String,
+            name: Option<String>,
+        }
+        for item in self.tables.get_many_stored(&META, &groups).await?.into_iter().flatten() {
+            if let Named { timeline_id, name: Some(name) } = from_item(item)? {
+                titles.insert(timeline_id, name);
             }
         }
         Ok(titles)

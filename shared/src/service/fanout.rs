@@ -137,7 +137,7 @@ impl Service {
     }
 
     pub(crate) async fn outbox_pending(&self, m: &Message) -> Result<bool> {
-        Ok(self.tables.get(&OUTBOX, &OutboxRow::key_of(&m.conversation_id, m.seq)).await?.is_some())
+        Ok(self.tables.get_stored(&OUTBOX, &OutboxRow::key_of(&m.conversation_id, m.seq)).await?.is_some())
     }
 
     /// Enqueues a group event for every member (best effort: the change it reports is
@@ -193,7 +193,7 @@ impl Service {
         };
         let page = self
             .tables
-            .query(Query::new(&GROUP_RELATIONS, group).limit(self.cfg.fanout_page).cursor(job.after.clone()))
+            .query_stored(Query::new(&GROUP_RELATIONS, group).limit(self.cfg.fanout_page).cursor(job.after.clone()))
             .await?;
         let members: Vec<MemberRow> = page.items.into_iter().map(from_item).collect::<Result<_>>()?;
         // Members who joined after the message was sent see it in history, not in their inbox.
@@ -220,8 +220,10 @@ impl Service {
         for shard in 0..OUTBOX_SHARDS {
             let mut cursor = None;
             loop {
-                let page =
-                    self.tables.query(Query::new(&OUTBOX, format!("p{shard}")).limit(200).cursor(cursor)).await?;
+                let page = self
+                    .tables
+                    .query_stored(Query::new(&OUTBOX, format!("p{shard}")).limit(200).cursor(cursor))
+                    .await?;
                 for item in page.items {
                     let row: OutboxRow = from_item(item)?;
                     if row.enqueued_at > now - self.cfg.outbox_grace_ms || row.sweeps > MAX_SWEEPS {

@@ -120,7 +120,7 @@ impl Service {
         let conversation_id = single_conversation_id(caller, from);
         let mut backoff = Backoff::new();
         loop {
-            if self.tables.get(&FRIEND_REQUESTS, &Key::pk_sk(caller, from)).await?.is_none() {
+            if self.tables.get_stored(&FRIEND_REQUESTS, &Key::pk_sk(caller, from)).await?.is_none() {
                 return Err(Error::not_found(format!("no pending friend request from {from}")));
             }
             let since = crate::time::now_ms();
@@ -210,7 +210,7 @@ impl Service {
             Direction::Incoming => Query::new(&FRIEND_REQUESTS, caller),
             Direction::Outgoing => Query::new(&FRIEND_REQUESTS, caller).index(FRIEND_REQUESTS_OUTGOING),
         };
-        let page = self.tables.query(q.limit(limit).cursor(cursor)).await?;
+        let page = self.tables.query_stored(q.limit(limit).cursor(cursor)).await?;
         let items =
             page.items.into_iter().map(|i| from_item::<RequestRow>(i).map(Into::into)).collect::<Result<_>>()?;
         Ok(List { items, next_cursor: page.cursor })
@@ -219,7 +219,7 @@ impl Service {
     /// `GET /v1/friends`.
     pub async fn list_friends(&self, caller: &str, limit: Option<i64>, cursor: Option<String>) -> Result<List<Friend>> {
         let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
-        let page = self.tables.query(Query::new(&USER_RELATIONS, caller).limit(limit).cursor(cursor)).await?;
+        let page = self.tables.query_stored(Query::new(&USER_RELATIONS, caller).limit(limit).cursor(cursor)).await?;
         let rows: Vec<RelationRow> = page.items.into_iter().map(from_item).collect::<Result<_>>()?;
         let names = self.names_of(&rows.iter().map(|r| r.sub_user.clone()).collect::<Vec<_>>()).await?;
         let items = rows

@@ -105,7 +105,7 @@ impl Service {
     }
 
     async fn member_row(&self, group_id: &str, user: &str) -> Result<Option<MemberRow>> {
-        opt_from_item(self.tables.get(&GROUP_RELATIONS, &Key::pk_sk(group_id, user)).await?)
+        opt_from_item(self.tables.get_stored(&GROUP_RELATIONS, &Key::pk_sk(group_id, user)).await?)
     }
 
     /// The caller's membership, if their role is at least `min`; else `403`.
@@ -404,7 +404,7 @@ impl Service {
         let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
         self.require_group(group_id).await?;
         self.require_role(group_id, caller, Role::Admin).await?;
-        let page = self.tables.query(Query::new(&JOIN_REQUESTS, group_id).limit(limit).cursor(cursor)).await?;
+        let page = self.tables.query_stored(Query::new(&JOIN_REQUESTS, group_id).limit(limit).cursor(cursor)).await?;
         let items =
             page.items.into_iter().map(|i| from_item::<JoinRequestRow>(i).map(Into::into)).collect::<Result<_>>()?;
         Ok(List { items, next_cursor: page.cursor })
@@ -415,7 +415,7 @@ impl Service {
         validate_user_id(user)?;
         self.require_group(group_id).await?;
         self.require_role(group_id, caller, Role::Admin).await?;
-        if self.tables.get(&JOIN_REQUESTS, &Key::pk_sk(group_id, user)).await?.is_none() {
+        if self.tables.get_stored(&JOIN_REQUESTS, &Key::pk_sk(group_id, user)).await?.is_none() {
             return Err(Error::not_found(format!("no pending join request from {user}")));
         }
         self.admit(group_id, user, Some(())).await
@@ -547,7 +547,7 @@ impl Service {
         let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
         self.require_group(group_id).await?;
         self.require_role(group_id, caller, Role::Member).await?;
-        let page = self.tables.query(Query::new(&GROUP_RELATIONS, group_id).limit(limit).cursor(cursor)).await?;
+        let page = self.tables.query_stored(Query::new(&GROUP_RELATIONS, group_id).limit(limit).cursor(cursor)).await?;
         let items = page.items.into_iter().map(|i| from_item::<MemberRow>(i).map(Into::into)).collect::<Result<_>>()?;
         Ok(List { items, next_cursor: page.cursor })
     }
@@ -557,9 +557,17 @@ impl Service {
         let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
         let page = self
             .tables
-            .query(Query::new(&GROUP_RELATIONS, caller).index(GROUP_RELATIONS_BY_USER).limit(limit).cursor(cursor))
+            .query_stored(
+                Query::new(&GROUP_RELATIONS, caller).index(GROUP_RELATIONS_BY_USER).limit(limit).cursor(cursor),
+            )
             .await?;
-        let ids: Vec<&str> = page.items.iter().filter_map(|i| i.get("group_id").and_then(|g| g.as_str())).collect();
+        #[derive(Deserialize)]
+        struct Membership {
+            group_id: String,
+        }
+        let ids: Vec<String> =
+            page.items.into_iter().map(|i| from_item::<Membership>(i).map(|m| m.group_id)).collect::<Result<_>>()?;
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         Ok(List { items: self.groups_by_id(&ids).await?, next_cursor: page.cursor })
     }
 
@@ -567,7 +575,7 @@ impl Service {
     pub(crate) async fn groups_by_id(&self, ids: &[&str]) -> Result<Vec<Group>> {
         let keys: Vec<Key> = ids.iter().map(|id| Key::pk(*id)).collect();
         self.tables
-            .get_many(&META, &keys)
+            .get_many_stored(&META, &keys)
             .await?
             .into_iter()
             .flatten()

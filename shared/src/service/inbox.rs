@@ -144,7 +144,7 @@ impl Service {
 
     pub(crate) async fn inbox_counters(&self, users: &[String]) -> Result<Vec<Option<InboxRow>>> {
         let keys: Vec<Key> = users.iter().map(|u| Key::pk(u.as_str())).collect();
-        let rows = self.tables.get_many(&INBOXES, &keys).await?;
+        let rows = self.tables.get_many_stored(&INBOXES, &keys).await?;
         rows.into_iter().map(opt_from_item).collect()
     }
 
@@ -177,12 +177,12 @@ impl Service {
         while !pending.is_empty() {
             if read_markers {
                 let keys: Vec<Key> = pending.iter().map(|u| Key::pk_sk(u.as_str(), delivery_id.as_str())).collect();
-                let markers = self.tables.get_many(&DELIVERIES, &keys).await?;
+                let markers = self.tables.get_many_stored(&DELIVERIES, &keys).await?;
                 pending = pending.into_iter().zip(markers).filter(|(_, m)| m.is_none()).map(|(u, _)| u).collect();
             }
             if let Some(group) = member_check {
                 let keys: Vec<Key> = pending.iter().map(|u| Key::pk_sk(group, u.as_str())).collect();
-                let rows = self.tables.get_many(&GROUP_RELATIONS, &keys).await?;
+                let rows = self.tables.get_many_stored(&GROUP_RELATIONS, &keys).await?;
                 pending = pending.into_iter().zip(rows).filter(|(_, m)| m.is_some()).map(|(u, _)| u).collect();
             }
             let mut summaries = match payload {
@@ -302,7 +302,7 @@ impl Service {
         }
         let page = self
             .tables
-            .query(
+            .query_stored(
                 Query::new(&SYNC, caller)
                     .range(Bound::Excluded(KeyVal::N(after)), Bound::Included(KeyVal::N(mark)))
                     .limit(limit),

@@ -70,7 +70,7 @@ struct SendRow {
 
 impl Service {
     pub(crate) async fn find_meta(&self, conversation_id: &str) -> Result<Option<MetaRow>> {
-        opt_from_item(self.tables.get(&META, &Key::pk(conversation_id)).await?)
+        opt_from_item(self.tables.get_stored(&META, &Key::pk(conversation_id)).await?)
     }
 
     pub(crate) async fn require_meta(&self, conversation_id: &str) -> Result<MetaRow> {
@@ -85,7 +85,7 @@ impl Service {
     }
 
     pub(crate) async fn is_member(&self, group_id: &str, user: &str) -> Result<bool> {
-        Ok(self.tables.get(&GROUP_RELATIONS, &Key::pk_sk(group_id, user)).await?.is_some())
+        Ok(self.tables.get_stored(&GROUP_RELATIONS, &Key::pk_sk(group_id, user)).await?.is_some())
     }
 
     /// Participants of a single chat and current members of a group may read it.
@@ -110,7 +110,7 @@ impl Service {
             ConvKind::Single => {
                 let peer = meta.participants.iter().find(|p| *p != caller).cloned().unwrap_or_default();
                 let key = Key::pk_sk(caller, peer.as_str());
-                if self.tables.get(&USER_RELATIONS, &key).await?.is_none() {
+                if self.tables.get_stored(&USER_RELATIONS, &key).await?.is_none() {
                     return Err(Error::denied("you can only message your friends"));
                 }
                 TxOp::check(&USER_RELATIONS, key, Cond::Exists)
@@ -220,7 +220,7 @@ impl Service {
 
     async fn sent_seq(&self, conversation_id: &str, send_key: &str) -> Result<Option<i64>> {
         let row: Option<SendRow> =
-            opt_from_item(self.tables.get(&SENDS, &Key::pk_sk(conversation_id, send_key)).await?)?;
+            opt_from_item(self.tables.get_stored(&SENDS, &Key::pk_sk(conversation_id, send_key)).await?)?;
         Ok(row.map(|r| r.seq))
     }
 
@@ -238,7 +238,7 @@ impl Service {
     }
 
     pub(crate) async fn message_at(&self, conversation_id: &str, seq: i64) -> Result<Option<Message>> {
-        opt_from_item(self.tables.get(&STORE, &Key::pk_sk(conversation_id, seq)).await?)
+        opt_from_item(self.tables.get_stored(&STORE, &Key::pk_sk(conversation_id, seq)).await?)
     }
 
     /// `GET /v1/conversations/{id}/messages`: newest first, before `before`.
@@ -261,7 +261,7 @@ impl Service {
         }
         let page = self
             .tables
-            .query(
+            .query_stored(
                 Query::new(&STORE, conversation_id)
                     .range(Bound::Included(KeyVal::N(1)), Bound::Included(KeyVal::N(upper)))
                     .backward()

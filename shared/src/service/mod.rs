@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::notify::{NoNotifier, Notifier};
 use crate::queue::Queue;
 use crate::search::Search;
-use crate::tables::{Item, StoreError, Tables};
+use crate::tables::{Item, StoreError, Stored, Tables};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -125,11 +125,12 @@ pub(crate) fn to_item<T: Serialize>(v: &T) -> Item {
     }
 }
 
-pub(crate) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T> {
-    serde_json::from_value(serde_json::Value::Object(item)).map_err(|e| Error::Internal(format!("malformed row: {e}")))
+/// Decodes a row from an item or from what a read returned ([`Stored`]).
+pub(crate) fn from_item<T: DeserializeOwned>(item: impl Into<Stored>) -> Result<T> {
+    Ok(item.into().decode()?)
 }
 
-pub(crate) fn opt_from_item<T: DeserializeOwned>(item: Option<Item>) -> Result<Option<T>> {
+pub(crate) fn opt_from_item<T: DeserializeOwned>(item: Option<impl Into<Stored>>) -> Result<Option<T>> {
     item.map(from_item).transpose()
 }
 

@@ -156,8 +156,8 @@ impl Service {
                 IndexJob::Group { group_id, .. } => group_keys.push(Key::pk(group_id.as_str())),
             }
         }
-        let mut messages = self.tables.get_many(&STORE, &message_keys).await?.into_iter();
-        let mut groups = self.tables.get_many(&META, &group_keys).await?.into_iter();
+        let mut messages = self.tables.get_many_stored(&STORE, &message_keys).await?.into_iter();
+        let mut groups = self.tables.get_many_stored(&META, &group_keys).await?.into_iter();
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
             out.push(match job {
@@ -193,10 +193,14 @@ impl Service {
         let mut out = Vec::new();
         let mut cursor = None;
         loop {
-            let page = self.tables.query(Query::new(&CONVERSATIONS, caller).limit(1000).cursor(cursor)).await?;
-            out.extend(
-                page.items.iter().filter_map(|i| i.get("conversation_id").and_then(|c| c.as_str()).map(String::from)),
-            );
+            let page = self.tables.query_stored(Query::new(&CONVERSATIONS, caller).limit(1000).cursor(cursor)).await?;
+            #[derive(Deserialize)]
+            struct Summary {
+                conversation_id: String,
+            }
+            for item in page.items {
+                out.push(from_item::<Summary>(item)?.conversation_id);
+            }
             match page.cursor {
                 Some(c) => cursor = Some(c),
                 None => return Ok(out),
@@ -229,8 +233,14 @@ impl Service {
             .iter()
             .filter_map(|h| h.id.rsplit_once('/').and_then(|(c, s)| Some(Key::pk_sk(c, s.parse::<i64>().ok()?))))
             .collect();
-        let items =
-            self.tables.get_many(&STORE, &keys).await?.into_iter().flatten().map(from_item).collect::<Result<_>>()?;
+        let items = self
+            .tables
+            .get_many_stored(&STORE, &keys)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(from_item)
+            .collect::<Result<_>>()?;
         Ok(List { items, next_cursor: hits.next.map(encode_cursor) })
     }
 
@@ -283,7 +293,7 @@ impl Service {
         let mut n = 0;
         let mut cursor = None;
         loop {
-            let page = self.tables.query(Query::new(&STORE, conversation_id).limit(500).cursor(cursor)).await?;
+            let page = self.tables.query_stored(Query::new(&STORE, conversation_id).limit(500).cursor(cursor)).await?;
             let docs: Vec<Doc> = page
                 .items
                 .into_iter()

@@ -383,6 +383,12 @@ fn read_raw(open: &mut Open, table: &TableDef, key: &[u8]) -> Result<Option<Item
     v.map(|g| decode_item(g.value())).transpose()
 }
 
+/// A read's item as stored, for the caller to decode (off the commit thread, and straight
+/// into its row type).
+fn stored(bytes: &[u8]) -> Stored {
+    Stored::Json(bytes.to_vec())
+}
+
 fn decode_item(bytes: &[u8]) -> Result<Item, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Internal(format!("corrupt item: {e}")))
 }
@@ -545,25 +551,31 @@ fn decode_cursor(cursor: &str, prefix: &[u8]) -> Result<Vec<u8>, StoreError> {
 #[async_trait]
 impl Tables for RedbTables {
     async fn get(&self, table: &'static TableDef, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.get_stored(table, key).await?.map(Stored::into_item).transpose()
+    }
+
+    async fn get_many(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        let stored = self.get_many_stored(table, keys).await?;
+        stored.into_iter().map(|s| s.map(Stored::into_item).transpose()).collect()
+    }
+
+    async fn get_stored(&self, table: &'static TableDef, key: &Key) -> Result<Option<Stored>, StoreError> {
         let k = base_key_bytes(table, key)?;
         self.read_now(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
             let t = txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?;
             let v = t.get(k.as_slice()).map_err(|e| map_err(e.into()))?;
-            v.map(|g| decode_item(g.value())).transpose()
+            Ok(v.map(|g| stored(g.value())))
         })
     }
 
-    async fn get_many(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+    async fn get_many_stored(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Stored>>, StoreError> {
         let ks = keys.iter().map(|k| base_key_bytes(table, k)).collect::<Result<Vec<_>, _>>()?;
         self.read_now(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
             let t = txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?;
             ks.iter()
-                .map(|k| {
-                    let v = t.get(k.as_slice()).map_err(|e| map_err(e.into()))?;
-                    v.map(|g| decode_item(g.value())).transpose()
-                })
+                .map(|k| Ok(t.get(k.as_slice()).map_err(|e| map_err(e.into()))?.map(|g| stored(g.value()))))
                 .collect()
         })
     }
@@ -588,6 +600,12 @@ impl Tables for RedbTables {
     }
 
     async fn query(&self, q: Query) -> Result<Page, StoreError> {
+        let page = self.query_stored(q).await?;
+        let items = page.items.into_iter().map(Stored::into_item).collect::<Result<_, _>>()?;
+        Ok(Page { items, cursor: page.cursor })
+    }
+
+    async fn query_stored(&self, q: Query) -> Result<Page<Stored>, StoreError> {
         let index = q.index_def()?;
         let pk_attr = index.map_or(q.table.pk, |i| i.pk);
         let sk_attr = match index {
@@ -664,9 +682,9 @@ impl Tables for RedbTables {
                     break;
                 }
                 let item = match &base {
-                    None => decode_item(v.value())?,
+                    None => stored(v.value()),
                     Some(b) => match b.get(v.value()).map_err(|e| map_err(e.into()))? {
-                        Some(g) => decode_item(g.value())?,
+                        Some(g) => stored(g.value()),
                         None => return Err(StoreError::Internal("index entry without item".into())),
                     },
                 };

@@ -12,6 +12,7 @@ pub mod embedded;
 
 use crate::schema::{IndexDef, KeyType, TableDef};
 use async_trait::async_trait;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::ops::Bound;
 
@@ -286,10 +287,47 @@ impl Query {
 }
 
 /// One page of a query: `cursor` is `None` when the range is exhausted.
-#[derive(Debug, Clone, Default)]
-pub struct Page {
-    pub items: Vec<Item>,
+#[derive(Debug, Clone)]
+pub struct Page<T = Item> {
+    pub items: Vec<T>,
     pub cursor: Option<String>,
+}
+
+impl<T> Default for Page<T> {
+    fn default() -> Self {
+        Page { items: Vec::new(), cursor: None }
+    }
+}
+
+/// An item as an adapter read it, for a caller that decodes it into a row type: the embedded
+/// adapter's stored JSON, not yet parsed, or an item already built (DynamoDB's attribute maps
+/// become one as they arrive). Parsing stored JSON straight into a row skips building a map
+/// only to take it apart again, which was most of a sync page's CPU.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    Json(Vec<u8>),
+    Item(Item),
+}
+
+impl From<Item> for Stored {
+    fn from(item: Item) -> Self {
+        Stored::Item(item)
+    }
+}
+
+impl Stored {
+    /// The item as a row type (attributes it does not name are ignored, as with an item).
+    pub fn decode<T: DeserializeOwned>(self) -> Result<T, StoreError> {
+        let decoded = match self {
+            Stored::Json(bytes) => serde_json::from_slice(&bytes),
+            Stored::Item(item) => serde_json::from_value(Value::Object(item)),
+        };
+        decoded.map_err(|e| StoreError::Internal(format!("malformed row: {e}")))
+    }
+
+    pub fn into_item(self) -> Result<Item, StoreError> {
+        self.decode()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -333,6 +371,20 @@ pub trait Tables: Send + Sync + 'static {
     async fn scan(&self, table: &'static TableDef, limit: usize, cursor: Option<String>) -> Result<Page, StoreError>;
     /// Applies every op or none. At most [`MAX_TX_OPS`] ops, on distinct items.
     async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError>;
+
+    // The same reads, for callers that decode each item into a row type ([`Stored::decode`]).
+    // An adapter that holds encoded items overrides them to hand those over as they are.
+
+    async fn get_stored(&self, table: &'static TableDef, key: &Key) -> Result<Option<Stored>, StoreError> {
+        Ok(self.get(table, key).await?.map(Stored::Item))
+    }
+    async fn get_many_stored(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Stored>>, StoreError> {
+        Ok(self.get_many(table, keys).await?.into_iter().map(|i| i.map(Stored::Item)).collect())
+    }
+    async fn query_stored(&self, query: Query) -> Result<Page<Stored>, StoreError> {
+        let page = self.query(query).await?;
+        Ok(Page { items: page.items.into_iter().map(Stored::Item).collect(), cursor: page.cursor })
+    }
 }
 
 /// DynamoDB's limit on one TransactWriteItems call; every adapter enforces it so that code that
