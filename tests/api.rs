@@ -530,6 +530,40 @@ async fn the_server_keeps_serving_after_bad_requests() {
     assert_eq!(a.get(&s, "/v1/me").await.0, S::OK);
 }
 
+/// A request body is one JSON object, parsed straight into the operation's input: anything
+/// else is a 400 that says which of the three it was, and writes nothing. (serde would take
+/// an input struct from a JSON array, so the object check matters.)
+#[tokio::test]
+async fn request_bodies_are_one_json_object_or_a_clear_400() {
+    let s = Server::start();
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.befriend(&a, &b).await;
+    let path = format!("/v1/conversations/{conv}/messages");
+    let cases: [(&[u8], &str); 5] = [
+        (br#"["c1", "text", "as an array"]"#, "must be a JSON object"),
+        (b"[1, 2", "not valid JSON"),
+        (br#"{"client_msg_id": "c1", "type": "text", "text": "hi""#, "not valid JSON"),
+        (br#"{"client_msg_id": "c1", "type": "text", "text": 5}"#, "request body:"),
+        (br#"{"client_msg_id": "c1", "client_msg_id": "c2", "type": "text", "text": "hi"}"#, "duplicate field"),
+    ];
+    for (body, says) in cases {
+        let (st, v) = s.raw(Method::POST, &path, Some(&a.token), body.to_vec()).await;
+        assert_error(st, &v, S::BAD_REQUEST, "invalid_argument");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{}: wanted {says:?}, got {message:?}", String::from_utf8_lossy(body));
+    }
+    assert!(a.history(&s, &conv).await.is_empty(), "no bad body stored a message");
+    let (st, v) = s
+        .raw(
+            Method::POST,
+            &path,
+            Some(&a.token),
+            br#" {"client_msg_id": "c1", "type": "text", "text": "hi"} "#.to_vec(),
+        )
+        .await;
+    assert_eq!(st, S::CREATED, "whitespace around the object is fine: {v}");
+}
+
 /// What schemathesis found (tests/fuzz.sh), kept fixed: unfriending oneself was a 500, a 405
 /// lacked its Allow header, and group search accepted search pages above 100.
 #[tokio::test]
