@@ -164,15 +164,14 @@ fn trim_slash(path: &str) -> &str {
 
 pub fn find(method: &Method, path: &str) -> Matched<'static> {
     let path = trim_slash(path);
-    let mut allowed = Vec::new();
-    for r in ROUTES {
+    // Only the request's method's routes first: the other methods' matter only for a 405.
+    for r in ROUTES.iter().filter(|r| r.method == *method) {
         if let Some(params) = match_path(r.path, path) {
-            if r.method == *method {
-                return Matched::Route(r, params);
-            }
-            allowed.push(r.method.as_str());
+            return Matched::Route(r, params);
         }
     }
+    let allowed: Vec<_> =
+        ROUTES.iter().filter(|r| match_path(r.path, path).is_some()).map(|r| r.method.as_str()).collect();
     if allowed.is_empty() { Matched::NotFound } else { Matched::MethodNotAllowed(allowed) }
 }
 
