@@ -270,12 +270,11 @@ impl Tables for PauseFirstDelivery {
     async fn get(&self, t: &'static im_shared::schema::TableDef, k: &Key) -> Result<Option<Item>, StoreError> {
         self.inner.get(t, k).await
     }
-    async fn get_many(
+    async fn get_batch(
         &self,
-        t: &'static im_shared::schema::TableDef,
-        k: &[Key],
+        k: &[(&'static im_shared::schema::TableDef, Key)],
     ) -> Result<Vec<Option<Item>>, StoreError> {
-        self.inner.get_many(t, k).await
+        self.inner.get_batch(k).await
     }
     async fn put(&self, t: &'static im_shared::schema::TableDef, i: Item, c: Cond) -> Result<(), StoreError> {
         self.inner.put(t, i, c).await

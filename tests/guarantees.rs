@@ -354,7 +354,11 @@ async fn only_participants_and_current_members_see_a_conversation() {
     assert_eq!(a.delete(&s, "/v1/friends/bob").await.0, S::NO_CONTENT);
     let (st, v) = b.send(&s, &single, "6", "hello?").await;
     assert_error(st, &v, S::FORBIDDEN, "permission_denied");
-    assert_eq!(b.get(&s, &format!("/v1/conversations/{single}/messages")).await.0, S::OK);
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("friends")), "{v}");
+    let (st, h) = b.get(&s, &format!("/v1/conversations/{single}/messages")).await;
+    assert_eq!(st, S::OK);
+    assert!(!h.to_string().contains("hello?"), "a refused send stores nothing: {h}");
+    assert!(!a.inbox_messages(&s, &single).await.iter().any(|(_, t)| t == "hello?"), "nor delivers it");
 }
 
 /// Friendship is never half-made or half-removed, including when both ask at the same moment,

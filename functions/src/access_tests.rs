@@ -47,9 +47,11 @@ impl<T: Tables> Tables for Rec<T> {
         self.note("read", table.name);
         self.inner.get(table, key).await
     }
-    async fn get_many(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
-        self.note("read", table.name);
-        self.inner.get_many(table, keys).await
+    async fn get_batch(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Item>>, StoreError> {
+        for (table, _) in keys {
+            self.note("read", table.name);
+        }
+        self.inner.get_batch(keys).await
     }
     async fn put(&self, table: &'static TableDef, item: Item, cond: Cond) -> Result<(), StoreError> {
         self.note("write", table.name);
@@ -288,6 +290,8 @@ async fn scenario(w: &mut World) {
     w.call("bob", "sync", "/v1/sync", "", Value::Null, 200).await;
     w.call("bob", "list-conversations", "/v1/conversations", "", Value::Null, 200).await;
     w.call("bob", "mark-read", &format!("/v1/conversations/{g}/read"), "", json!({"seq": 1}), 200).await;
+    // A single chat's summary is titled with the peer's name.
+    w.call("bob", "mark-read", &format!("/v1/conversations/{single}/read"), "", json!({"seq": 1}), 200).await;
     w.call("bob", "search-messages", "/v1/search/messages", "q=search", Value::Null, 200).await;
     w.call("bob", "search-groups", "/v1/groups", "q=open", Value::Null, 200).await;
 

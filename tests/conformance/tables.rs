@@ -375,6 +375,47 @@ pub async fn stored_reads_decode_to_the_items_the_plain_reads_return(t: Adapter)
     assert_eq!(items(t.query_stored(by_user).await.unwrap().items), vec![row]);
 }
 
+/// A batch read takes keys of several tables at once, in any order and any number (DynamoDB
+/// answers at most 100 keys a request, with unprocessed keys to ask again), and answers each key
+/// in its place: the item, or `None`.
+pub async fn batch_reads_answer_keys_of_several_tables_in_their_order(t: Adapter) {
+    let conv = unique("g_batch");
+    let user = unique("u_batch");
+    for s in 1..=120 {
+        t.put(&STORE, msg(&conv, s), Cond::Always).await.unwrap();
+    }
+    let meta = item(json!({"timeline_id": conv, "last_seq": 120}));
+    t.put(&META, meta.clone(), Cond::Always).await.unwrap();
+    let friend = item(json!({"main_user": user, "sub_user": "f1", "conversation_id": conv}));
+    t.put(&USER_RELATIONS, friend.clone(), Cond::Always).await.unwrap();
+
+    let store = |s: i64| (&STORE, Key::pk_sk(conv.as_str(), s));
+    let mut keys = vec![
+        (&USER_RELATIONS, Key::pk_sk(user.as_str(), "f1")),
+        store(7),
+        (&META, Key::pk(conv.as_str())),
+        (&USER_RELATIONS, Key::pk_sk(user.as_str(), "nobody")),
+        store(500),
+        store(7), // asked twice: answered twice
+    ];
+    // Past 100 keys: the rest of the store's items, newest first.
+    keys.extend((1..=120).rev().map(store));
+    let got = t.get_batch(&keys).await.unwrap();
+    assert_eq!(got.len(), keys.len());
+    assert_eq!(got[0], Some(friend));
+    assert_eq!(got[1], Some(msg(&conv, 7)));
+    assert_eq!(got[2], Some(meta));
+    assert_eq!((got[3].clone(), got[4].clone()), (None, None), "missing keys are None, in their place");
+    assert_eq!(got[5], Some(msg(&conv, 7)));
+    let rest: Vec<Item> = got[6..].iter().map(|i| i.clone().expect("every stored item is found")).collect();
+    assert_eq!(seqs(&rest), (1..=120).rev().collect::<Vec<_>>(), "the order of the keys, past 100 of them");
+    assert_eq!(t.get_batch(&[]).await.unwrap(), Vec::<Option<Item>>::new());
+
+    let stored = t.get_batch_stored(&keys[..6]).await.unwrap();
+    let decoded: Vec<Option<Item>> = stored.into_iter().map(|s| s.map(|s| s.into_item().unwrap())).collect();
+    assert_eq!(decoded, got[..6].to_vec(), "the stored variant answers the same items");
+}
+
 /// Every case, for [`crate::conformance_tests!`].
 #[macro_export]
 macro_rules! tables_conformance {
@@ -396,6 +437,7 @@ macro_rules! tables_conformance {
                 negative_and_large_numbers_sort_numerically,
                 scan_pages_through_every_item_of_a_table,
                 stored_reads_decode_to_the_items_the_plain_reads_return,
+                batch_reads_answer_keys_of_several_tables_in_their_order,
             ]
         );
     };

@@ -22,7 +22,7 @@ use super::*;
 use crate::ids::{ConvKind, parse_conversation_id};
 use crate::model::{Message, SyncEntry, SyncPage};
 use crate::notify::Notice;
-use crate::schema::{DELIVERIES, GROUP_RELATIONS, INBOXES, SYNC};
+use crate::schema::{CONVERSATIONS, DELIVERIES, GROUP_RELATIONS, INBOXES, SYNC};
 use crate::tables::{Cond, Key, KeyVal, Query, TxOp, Update};
 use serde::Deserialize;
 use serde_json::Value;
@@ -146,6 +146,23 @@ impl Service {
         let keys: Vec<Key> = users.iter().map(|u| Key::pk(u.as_str())).collect();
         let rows = self.tables.get_many_stored(&INBOXES, &keys).await?;
         rows.into_iter().map(opt_from_item).collect()
+    }
+
+    /// Each user's inbox counter and summary of `conversation_id`: what appending a message
+    /// to their inboxes is computed from, in one batch read (one request on DynamoDB, one read
+    /// transaction locally) rather than one per table.
+    pub(crate) async fn inbox_state(
+        &self,
+        users: &[String],
+        conversation_id: &str,
+    ) -> Result<(Vec<Option<InboxRow>>, Vec<Option<SummaryRow>>)> {
+        let counters = users.iter().map(|u| (&INBOXES, Key::pk(u.as_str())));
+        let summaries = users.iter().map(|u| (&CONVERSATIONS, Key::pk_sk(u.as_str(), conversation_id)));
+        let keys: Vec<_> = counters.chain(summaries).collect();
+        let mut rows = self.tables.get_batch_stored(&keys).await?;
+        let summaries = rows.split_off(users.len()).into_iter().map(opt_from_item).collect::<Result<_>>()?;
+        let counters = rows.into_iter().map(opt_from_item).collect::<Result<_>>()?;
+        Ok((counters, summaries))
     }
 
     /// Appends `payload` to each user's inbox exactly once (a user who already has it is

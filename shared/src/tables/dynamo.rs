@@ -410,10 +410,10 @@ impl Tables for DynamoTables {
         out.item.map(from_attrs).transpose()
     }
 
-    async fn get_many(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
-        let name = self.table_name(table);
-        let ident = |attrs: &Attrs| -> String {
-            let mut v = vec![format!("{:?}", attrs.get(table.pk.name))];
+    async fn get_batch(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Item>>, StoreError> {
+        // An item's identity in this batch: its table and its key attributes.
+        let ident = |table: &TableDef, attrs: &Attrs| -> String {
+            let mut v = vec![table.name.to_string(), format!("{:?}", attrs.get(table.pk.name))];
             if let Some(sk) = table.sk {
                 v.push(format!("{:?}", attrs.get(sk.name)));
             }
@@ -421,27 +421,40 @@ impl Tables for DynamoTables {
         };
         let mut found: HashMap<String, Item> = HashMap::new();
         let mut seen = std::collections::HashSet::new();
-        let mut unique: Vec<Attrs> = Vec::new();
-        for k in keys {
+        let mut unique: Vec<(&'static TableDef, Attrs)> = Vec::new();
+        for (table, k) in keys {
             let a = key_attrs(table, k);
-            if seen.insert(ident(&a)) {
-                unique.push(a);
+            if seen.insert(ident(table, &a)) {
+                unique.push((*table, a));
             }
         }
+        // At most 100 keys a request, whatever their tables.
         for chunk in unique.chunks(100) {
-            let mut pending = chunk.to_vec();
+            let tables: HashMap<String, &'static TableDef> =
+                chunk.iter().map(|(t, _)| (self.table_name(t), *t)).collect();
+            let mut pending: HashMap<String, Vec<Attrs>> = HashMap::new();
+            for (t, a) in chunk {
+                pending.entry(self.table_name(t)).or_default().push(a.clone());
+            }
             for attempt in 0.. {
-                let req = KeysAndAttributes::builder()
-                    .set_keys(Some(pending.clone()))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(internal)?;
-                let out = self.client.batch_get_item().request_items(&name, req).send().await.map_err(map_err)?;
-                for item in out.responses.unwrap_or_default().remove(&name).unwrap_or_default() {
-                    let id = ident(&item);
-                    found.insert(id, from_attrs(item)?);
+                let mut req = self.client.batch_get_item();
+                for (name, keys) in &pending {
+                    let keys = KeysAndAttributes::builder()
+                        .set_keys(Some(keys.clone()))
+                        .consistent_read(true)
+                        .build()
+                        .map_err(internal)?;
+                    req = req.request_items(name, keys);
                 }
-                pending = out.unprocessed_keys.unwrap_or_default().remove(&name).map(|k| k.keys).unwrap_or_default();
+                let out = req.send().await.map_err(map_err)?;
+                for (name, items) in out.responses.unwrap_or_default() {
+                    let table = tables.get(&name).ok_or_else(|| internal(format!("an answer from table {name}")))?;
+                    for item in items {
+                        found.insert(ident(table, &item), from_attrs(item)?);
+                    }
+                }
+                pending = out.unprocessed_keys.unwrap_or_default().into_iter().map(|(n, k)| (n, k.keys)).collect();
+                pending.retain(|_, keys| !keys.is_empty());
                 if pending.is_empty() {
                     break;
                 }
@@ -451,7 +464,7 @@ impl Tables for DynamoTables {
                 pause(attempt).await;
             }
         }
-        Ok(keys.iter().map(|k| found.get(&ident(&key_attrs(table, k))).cloned()).collect())
+        Ok(keys.iter().map(|(t, k)| found.get(&ident(t, &key_attrs(t, k))).cloned()).collect())
     }
 
     async fn put(&self, table: &'static TableDef, item: Item, cond: Cond) -> Result<(), StoreError> {

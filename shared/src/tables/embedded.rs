@@ -554,8 +554,8 @@ impl Tables for RedbTables {
         self.get_stored(table, key).await?.map(Stored::into_item).transpose()
     }
 
-    async fn get_many(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
-        let stored = self.get_many_stored(table, keys).await?;
+    async fn get_batch(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Item>>, StoreError> {
+        let stored = self.get_batch_stored(keys).await?;
         stored.into_iter().map(|s| s.map(Stored::into_item).transpose()).collect()
     }
 
@@ -569,14 +569,24 @@ impl Tables for RedbTables {
         })
     }
 
-    async fn get_many_stored(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Stored>>, StoreError> {
-        let ks = keys.iter().map(|k| base_key_bytes(table, k)).collect::<Result<Vec<_>, _>>()?;
+    /// One read transaction for all the keys, each table opened once.
+    async fn get_batch_stored(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Stored>>, StoreError> {
+        let ks = keys.iter().map(|(t, k)| Ok((*t, base_key_bytes(t, k)?))).collect::<Result<Vec<_>, StoreError>>()?;
         self.read_now(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
-            let t = txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?;
-            ks.iter()
-                .map(|k| Ok(t.get(k.as_slice()).map_err(|e| map_err(e.into()))?.map(|g| stored(g.value()))))
-                .collect()
+            let mut open: Vec<(&str, redb::ReadOnlyTable<&[u8], &[u8]>)> = Vec::new();
+            let mut out = Vec::with_capacity(ks.len());
+            for (table, k) in &ks {
+                let at = match open.iter().position(|(name, _)| *name == table.name) {
+                    Some(at) => at,
+                    None => {
+                        open.push((table.name, txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?));
+                        open.len() - 1
+                    }
+                };
+                out.push(open[at].1.get(k.as_slice()).map_err(|e| map_err(e.into()))?.map(|g| stored(g.value())));
+            }
+            Ok(out)
         })
     }
 

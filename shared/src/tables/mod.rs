@@ -356,8 +356,13 @@ impl StoreError {
 #[async_trait]
 pub trait Tables: Send + Sync + 'static {
     async fn get(&self, table: &'static TableDef, key: &Key) -> Result<Option<Item>, StoreError>;
+    /// Gets items of any tables at once (DynamoDB's BatchGetItem: one request per 100 keys, not
+    /// one per table); the answer is in the order of `keys`.
+    async fn get_batch(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Item>>, StoreError>;
     /// Gets many items of one table; the answer is in the order of `keys`.
-    async fn get_many(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError>;
+    async fn get_many(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+        self.get_batch(&of_table(table, keys)).await
+    }
     async fn put(&self, table: &'static TableDef, item: Item, cond: Cond) -> Result<(), StoreError>;
     /// Deletes an item, returning what it was.
     async fn delete(&self, table: &'static TableDef, key: &Key, cond: Cond) -> Result<Option<Item>, StoreError>;
@@ -378,13 +383,21 @@ pub trait Tables: Send + Sync + 'static {
     async fn get_stored(&self, table: &'static TableDef, key: &Key) -> Result<Option<Stored>, StoreError> {
         Ok(self.get(table, key).await?.map(Stored::Item))
     }
+    async fn get_batch_stored(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Stored>>, StoreError> {
+        Ok(self.get_batch(keys).await?.into_iter().map(|i| i.map(Stored::Item)).collect())
+    }
     async fn get_many_stored(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Stored>>, StoreError> {
-        Ok(self.get_many(table, keys).await?.into_iter().map(|i| i.map(Stored::Item)).collect())
+        self.get_batch_stored(&of_table(table, keys)).await
     }
     async fn query_stored(&self, query: Query) -> Result<Page<Stored>, StoreError> {
         let page = self.query(query).await?;
         Ok(Page { items: page.items.into_iter().map(Stored::Item).collect(), cursor: page.cursor })
     }
+}
+
+/// Keys of one table, as [`Tables::get_batch`] takes them.
+fn of_table(table: &'static TableDef, keys: &[Key]) -> Vec<(&'static TableDef, Key)> {
+    keys.iter().map(|k| (table, k.clone())).collect()
 }
 
 /// DynamoDB's limit on one TransactWriteItems call; every adapter enforces it so that code that
