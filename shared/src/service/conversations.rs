@@ -38,6 +38,11 @@ pub(crate) struct SummaryRow {
 }
 
 impl SummaryRow {
+    /// The keys of `users`' summaries of `conversation_id`.
+    pub(crate) fn keys(users: &[String], conversation_id: &str) -> Vec<Key> {
+        users.iter().map(|u| Key::pk_sk(u.as_str(), conversation_id)).collect()
+    }
+
     pub fn new(user: &str, conversation_id: &str, peer: Option<String>, seen_up_to: i64, now: i64) -> Self {
         SummaryRow {
             user_id: user.to_string(),
@@ -77,7 +82,7 @@ impl Service {
         users: &[String],
         conversation_id: &str,
     ) -> Result<Vec<Option<SummaryRow>>> {
-        let keys: Vec<Key> = users.iter().map(|u| Key::pk_sk(u.as_str(), conversation_id)).collect();
+        let keys = SummaryRow::keys(users, conversation_id);
         self.tables.get_many_stored(&CONVERSATIONS, &keys).await?.into_iter().map(opt_from_item).collect()
     }
 

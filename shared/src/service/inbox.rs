@@ -91,6 +91,11 @@ impl Payload {
     }
 }
 
+/// The keys of `users`' inbox counters.
+fn counter_keys(users: &[String]) -> Vec<Key> {
+    users.iter().map(|u| Key::pk(u.as_str())).collect()
+}
+
 impl Service {
     fn now_secs() -> i64 {
         crate::time::now_ms() / 1000
@@ -143,8 +148,7 @@ impl Service {
     }
 
     pub(crate) async fn inbox_counters(&self, users: &[String]) -> Result<Vec<Option<InboxRow>>> {
-        let keys: Vec<Key> = users.iter().map(|u| Key::pk(u.as_str())).collect();
-        let rows = self.tables.get_many_stored(&INBOXES, &keys).await?;
+        let rows = self.tables.get_many_stored(&INBOXES, &counter_keys(users)).await?;
         rows.into_iter().map(opt_from_item).collect()
     }
 
@@ -156,8 +160,8 @@ impl Service {
         users: &[String],
         conversation_id: &str,
     ) -> Result<(Vec<Option<InboxRow>>, Vec<Option<SummaryRow>>)> {
-        let counters = users.iter().map(|u| (&INBOXES, Key::pk(u.as_str())));
-        let summaries = users.iter().map(|u| (&CONVERSATIONS, Key::pk_sk(u.as_str(), conversation_id)));
+        let counters = counter_keys(users).into_iter().map(|k| (&INBOXES, k));
+        let summaries = SummaryRow::keys(users, conversation_id).into_iter().map(|k| (&CONVERSATIONS, k));
         let keys: Vec<_> = counters.chain(summaries).collect();
         let mut rows = self.tables.get_batch_stored(&keys).await?;
         let summaries = rows.split_off(users.len()).into_iter().map(opt_from_item).collect::<Result<_>>()?;

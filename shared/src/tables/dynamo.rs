@@ -430,11 +430,12 @@ impl Tables for DynamoTables {
         }
         // At most 100 keys a request, whatever their tables.
         for chunk in unique.chunks(100) {
-            let tables: HashMap<String, &'static TableDef> =
-                chunk.iter().map(|(t, _)| (self.table_name(t), *t)).collect();
+            let mut tables: HashMap<String, &'static TableDef> = HashMap::new();
             let mut pending: HashMap<String, Vec<Attrs>> = HashMap::new();
             for (t, a) in chunk {
-                pending.entry(self.table_name(t)).or_default().push(a.clone());
+                let name = self.table_name(t);
+                pending.entry(name.clone()).or_default().push(a.clone());
+                tables.insert(name, *t);
             }
             for attempt in 0.. {
                 let mut req = self.client.batch_get_item();
