@@ -14,8 +14,6 @@ pub mod notify;
 pub mod queue;
 #[cfg(feature = "embedded")]
 pub mod redb_file;
-#[cfg(feature = "embedded")]
-pub mod redb_journal;
 pub mod schema;
 pub mod search;
 pub mod service;

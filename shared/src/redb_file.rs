@@ -3,9 +3,9 @@
 //!
 //! **Group commit.** Every write goes to one committer thread per file. It takes every write
 //! that is waiting, runs them one after the other in a single redb write transaction, commits
-//! it once (`Durability::Immediate`: one sync, of the file's journal: see `redb_journal`) and
-//! only then answers each. Concurrent writes thus share one disk sync instead of queueing for
-//! one each, and nothing changes for a caller: a write is acknowledged only once it is durable, each write sees the ones before it
+//! it once (`Durability::Immediate`: one fsync) and only then answers each. Concurrent writes
+//! thus share one disk sync instead of queueing for one each, and nothing changes for a
+//! caller: a write is acknowledged only once it is durable, each write sees the ones before it
 //! (the order is the commit order), and a commit that fails fails every write in it.
 //!
 //! A write that fails before writing anything (a failed condition: [`IoFailure::wrote_nothing`])
@@ -21,7 +21,6 @@
 //! is fixed the next request succeeds, with no restart. A commit is atomic either way: what a
 //! failed commit wrote is not visible after the reopen.
 
-use crate::redb_journal::Journaled;
 use redb::{Database, WriteTransaction};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -247,11 +246,7 @@ impl Drop for RedbFile {
 
 impl Shared {
     fn open_db(path: &Path, init: fn(&Database) -> Result<(), redb::Error>) -> Result<Database, redb::Error> {
-        let backend = Journaled::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => redb::Error::DatabaseAlreadyOpen,
-            _ => redb::Error::Io(e),
-        })?;
-        let db = redb::Builder::new().create_with_backend(backend)?;
+        let db = Database::create(path)?;
         init(&db)?;
         Ok(db)
     }
