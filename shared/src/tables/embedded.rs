@@ -1,11 +1,20 @@
-//! The embedded Tables adapter: one redb file, one redb table per schema table, plus one per
-//! secondary index and one per TTL attribute.
+//! The embedded Tables adapter: one redb file. Every table's items and index entries share one
+//! redb table, ordered by partition key first; each TTL attribute and the change feed have a
+//! redb table of their own.
 //!
 //! Keys are encoded so that byte order is key order: a string component is its bytes with 0x00
 //! escaped as 0x00 0xFF and a 0x00 0x00 terminator; a number is 8 big-endian bytes with the sign
-//! bit flipped. A base item's key is `enc(pk) enc(sk)`; an index entry's key is
-//! `enc(index pk) enc(index sk) enc(base pk) enc(base sk)` and its value is the base key, so an
-//! index read sees exactly the items of the same snapshot. Every write runs in a redb write
+//! bit flipped. A base item's key is `enc(pk) tag enc(sk)`, where the one-byte tag names the
+//! table; an index entry's key is `enc(index pk) tag enc(index sk) base key` and its value is the
+//! base key, so an index read sees exactly the items of the same snapshot.
+//!
+//! **Why one redb table.** Each redb table is a B-tree of its own, and a commit writes every
+//! page it changed, with the path to each from its table's root. A single chat's send writes
+//! nine tables; keyed apart, they were some thirty pages for one send, scattered over the file,
+//! and the commit's fdatasync pays per scattered page (see the README's benchmark notes). Keyed
+//! by partition first, the rows one send writes sit together: the conversation's meta, message
+//! and idempotency rows (all by `timeline_id`), and each member's inbox counter, inbox entries,
+//! summary and activity-index entry (all by `user_id`). Every write runs in a redb write
 //! transaction committed with `Durability::Immediate` (fsync) before it is acknowledged, so a
 //! crash loses nothing that was acknowledged, and a transaction's ops apply all or nothing.
 //! Concurrent writes share one commit (`redb_file`'s group commit).
@@ -22,7 +31,7 @@ use crate::redb_file::{IoFailure, RedbFile};
 use crate::schema::{ALL_TABLES, KeyAttr};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -35,23 +44,59 @@ pub type ChangeFilter = fn(&TableDef, Option<&Item>, Option<&Item>) -> Option<St
 /// The change feed's redb table: position (8 bytes, big-endian) → record.
 const CHANGES: &str = "#changes";
 
+/// The redb table of every schema table's items and index entries (see the module comment).
+const ROWS: &str = "#rows";
+
 #[derive(Clone)]
 pub struct RedbTables {
     db: Arc<RedbFile>,
     feed: Option<ChangeFilter>,
 }
 
-/// Every table of the schema, created if missing.
+/// Every table of the schema, created if missing; a file of the older layout is upgraded first.
 fn create_tables(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
-    for table in ALL_TABLES {
-        for name in storage_names(table) {
-            txn.open_table(def(&name))?;
-        }
+    let legacy = txn.list_tables()?.any(|t| ALL_TABLES.iter().any(|s| s.name == t.name()));
+    if legacy {
+        let moved = upgrade(&txn).map_err(|e| redb::Error::Corrupted(format!("upgrading the file's layout: {e}")))?;
+        tracing::info!(items = moved, "embedded tables: moved every table's items into the shared rows table");
+    }
+    txn.open_table(Raw::new(ROWS))?;
+    for table in ALL_TABLES.iter().filter(|t| t.ttl.is_some()) {
+        txn.open_table(def(&ttl_table_name(table)))?;
     }
     txn.open_table(Raw::new(CHANGES))?;
     txn.commit()?;
     Ok(())
+}
+
+/// Files written before the shared rows table kept each schema table, and each of its indexes
+/// and TTL attributes, in a redb table of its own, keyed without the tag. Their items move to
+/// the rows table, in the transaction that opens the file, and their index and TTL entries are
+/// written again from the items (they hold keys of the old form). The change feed is unchanged.
+fn upgrade(txn: &WriteTransaction) -> Result<usize, StoreError> {
+    let redb_err = |e: redb::TableError| map_err(e.into());
+    for table in ALL_TABLES {
+        for index in table.indexes {
+            txn.delete_table(def(&format!("{}#{}", table.name, index.name))).map_err(redb_err)?;
+        }
+        txn.delete_table(def(&ttl_table_name(table))).map_err(redb_err)?;
+    }
+    let mut open = Open::new(txn);
+    let mut moved = 0;
+    for table in ALL_TABLES {
+        {
+            let old = txn.open_table(Raw::new(table.name)).map_err(redb_err)?;
+            for entry in old.iter().map_err(|e| map_err(e.into()))? {
+                let (_, v) = entry.map_err(|e| map_err(e.into()))?;
+                let item = decode_item(v.value())?;
+                write_item(&mut open, table, &item_key(table, &item)?, None, &item, v.value())?;
+                moved += 1;
+            }
+        }
+        txn.delete_table(Raw::new(table.name)).map_err(redb_err)?;
+    }
+    Ok(moved)
 }
 
 impl IoFailure for StoreError {
@@ -129,21 +174,14 @@ impl RedbTables {
         self.db.run(f)
     }
 
-    /// Items by stored key, in one read transaction, each table opened once.
-    fn read_keys(&self, keys: Vec<(&'static TableDef, Vec<u8>)>) -> Result<Vec<Option<Stored>>, StoreError> {
+    /// Items by stored key, in one read transaction.
+    fn read_keys(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Stored>>, StoreError> {
         self.read_now(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
-            let mut open: Vec<(&str, RawReadTable)> = Vec::new();
+            let rows = txn.open_table(Raw::new(ROWS)).map_err(|e| map_err(e.into()))?;
             let mut out = Vec::with_capacity(keys.len());
-            for (table, k) in &keys {
-                let at = match open.iter().position(|(name, _)| *name == table.name) {
-                    Some(at) => at,
-                    None => {
-                        open.push((table.name, txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?));
-                        open.len() - 1
-                    }
-                };
-                out.push(open[at].1.get(k.as_slice()).map_err(|e| map_err(e.into()))?.map(|g| stored(g.value())));
+            for k in &keys {
+                out.push(rows.get(k.as_slice()).map_err(|e| map_err(e.into()))?.map(|g| stored(g.value())));
             }
             Ok(out)
         })
@@ -157,7 +195,7 @@ impl RedbTables {
         }
         let ops = ops.into_iter().map(Prepared::of).collect::<Result<Vec<_>, _>>()?;
         for (i, op) in ops.iter().enumerate() {
-            if ops[..i].iter().any(|o| o.table.name == op.table.name && o.key == op.key) {
+            if ops[..i].iter().any(|o| o.key == op.key) {
                 return Err(StoreError::Internal("transaction touches one item twice".into()));
             }
         }
@@ -167,7 +205,7 @@ impl RedbTables {
             // Each item is read (and decoded) once: for its condition, then for its write.
             let mut olds = Vec::with_capacity(ops.len());
             for (i, op) in ops.iter().enumerate() {
-                let old = read_raw(&mut open, op.table, &op.key)?;
+                let old = read_raw(&mut open, &op.key)?;
                 if !op.cond().holds(old.as_ref()) {
                     return Err(StoreError::Conflict { index: Some(i) });
                 }
@@ -211,7 +249,7 @@ impl RedbTables {
             let mut removed = 0;
             for table in ALL_TABLES.iter().filter(|t| t.ttl.is_some()) {
                 let due: Vec<Vec<u8>> = {
-                    let t = open.table(table, Part::Ttl)?;
+                    let t = open.ttl(table)?;
                     // TTL keys are the expiry followed by the base key: everything below now+1.
                     let hi = enc_n(now_secs.saturating_add(1));
                     let mut keys = Vec::new();
@@ -225,7 +263,7 @@ impl RedbTables {
                     keys
                 };
                 for base_key in due {
-                    if let Some(old) = read_raw(&mut open, table, &base_key)? {
+                    if let Some(old) = read_raw(&mut open, &base_key)? {
                         remove_item(&mut open, table, &base_key, &old)?;
                         removed += 1;
                     }
@@ -255,19 +293,8 @@ fn def(name: &str) -> Raw {
     TableDefinition::new(name)
 }
 
-fn index_table_name(table: &TableDef, index: &str) -> String {
-    format!("{}#{index}", table.name)
-}
 fn ttl_table_name(table: &TableDef) -> String {
     format!("{}#ttl", table.name)
-}
-fn storage_names(table: &TableDef) -> Vec<String> {
-    let mut names = vec![table.name.to_string()];
-    names.extend(table.indexes.iter().map(|i| index_table_name(table, i.name)));
-    if table.ttl.is_some() {
-        names.push(ttl_table_name(table));
-    }
-    names
 }
 
 fn map_err(e: redb::Error) -> StoreError {
@@ -308,10 +335,30 @@ fn check_type(table: &TableDef, attr: KeyAttr, v: &KeyVal) -> Result<(), StoreEr
     }
 }
 
+/// The byte after the partition key that tells whose row it is: the table's position in
+/// `ALL_TABLES` (so that list is part of the file format: tables are only ever appended to
+/// it), times four, plus 0 for an item or 1 + the index's position for an index entry.
+fn tag(table: &TableDef, index: Option<&str>) -> Result<u8, StoreError> {
+    let unknown = || StoreError::Internal(format!("{}: not a table of the schema", table.name));
+    let t = ALL_TABLES.iter().position(|t| t.name == table.name).ok_or_else(unknown)?;
+    let i = match index {
+        None => 0,
+        Some(name) => 1 + table.indexes.iter().position(|i| i.name == name).ok_or_else(unknown)?,
+    };
+    Ok((t * 4 + i) as u8)
+}
+
+/// The start of every key of one partition of a table or index: `enc(pk) tag`.
+fn partition_prefix(table: &TableDef, index: Option<&IndexDef>, pk: &KeyVal) -> Result<Vec<u8>, StoreError> {
+    check_type(table, index.map_or(table.pk, |i| i.pk), pk)?;
+    let mut out = Vec::with_capacity(48);
+    enc_into(&mut out, pk);
+    out.push(tag(table, index.map(|i| i.name))?);
+    Ok(out)
+}
+
 fn base_key_bytes(table: &TableDef, key: &Key) -> Result<Vec<u8>, StoreError> {
-    check_type(table, table.pk, &key.pk)?;
-    let mut out = Vec::with_capacity(32);
-    enc_into(&mut out, &key.pk);
+    let mut out = partition_prefix(table, None, &key.pk)?;
     match (table.sk, &key.sk) {
         (Some(attr), Some(sk)) => {
             check_type(table, attr, sk)?;
@@ -324,14 +371,24 @@ fn base_key_bytes(table: &TableDef, key: &Key) -> Result<Vec<u8>, StoreError> {
 }
 
 /// The index key of an item, or `None` when the item lacks the index's attributes (sparse).
-fn index_key_bytes(index: &IndexDef, item: &Item, base_key: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(48);
-    enc_into(&mut out, &KeyVal::from_json(item.get(index.pk.name)?, index.pk.ty)?);
+fn index_key_bytes(
+    table: &TableDef,
+    index: &IndexDef,
+    item: &Item,
+    base_key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(pk) = item.get(index.pk.name).and_then(|v| KeyVal::from_json(v, index.pk.ty)) else {
+        return Ok(None);
+    };
+    let mut out = partition_prefix(table, Some(index), &pk)?;
     if let Some(sk) = index.sk {
-        enc_into(&mut out, &KeyVal::from_json(item.get(sk.name)?, sk.ty)?);
+        let Some(sk) = item.get(sk.name).and_then(|v| KeyVal::from_json(v, sk.ty)) else {
+            return Ok(None);
+        };
+        enc_into(&mut out, &sk);
     }
     out.extend_from_slice(base_key);
-    Some(out)
+    Ok(Some(out))
 }
 
 fn ttl_key_bytes(table: &TableDef, item: &Item, base_key: &[u8]) -> Option<Vec<u8>> {
@@ -343,64 +400,57 @@ fn ttl_key_bytes(table: &TableDef, item: &Item, base_key: &[u8]) -> Option<Vec<u
 
 // ---- item reads and writes inside a transaction -------------------------------------------
 
-/// Which redb table of a schema table: its items, one of its indexes, or its TTL entries.
+/// A redb table of the file: the rows, a schema table's TTL entries, or the change feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
-    Items,
-    Index(&'static str),
-    Ttl,
+enum Physical {
+    Rows,
+    Ttl(&'static str),
+    Changes,
 }
 
 /// The redb tables one write has open, each opened on its first use and closed when the write
 /// is done. Opening a table looks it up in redb's table tree and closing it records its new
-/// root; a single chat's send touches its nine tables some forty times, so opening them per
+/// root; a single chat's send reads and writes rows some forty times, so opening a table per
 /// item read or write was a share of the serial commit thread's time.
 struct Open<'t> {
     txn: &'t WriteTransaction,
-    tables: Vec<(&'static str, Part, RawTable<'t>)>,
+    tables: Vec<(Physical, RawTable<'t>)>,
 }
 
 type RawTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
-type RawReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 impl<'t> Open<'t> {
     fn new(txn: &'t WriteTransaction) -> Self {
         Open { txn, tables: Vec::new() }
     }
 
-    fn table(&mut self, table: &TableDef, part: Part) -> Result<&mut RawTable<'t>, StoreError> {
-        self.get(table.name, part, || match part {
-            Part::Items => Raw::new(table.name),
-            Part::Index(index) => def(&index_table_name(table, index)),
-            Part::Ttl => def(&ttl_table_name(table)),
-        })
+    fn rows(&mut self) -> Result<&mut RawTable<'t>, StoreError> {
+        self.get(Physical::Rows, || Raw::new(ROWS))
+    }
+
+    fn ttl(&mut self, table: &'static TableDef) -> Result<&mut RawTable<'t>, StoreError> {
+        self.get(Physical::Ttl(table.name), || def(&ttl_table_name(table)))
     }
 
     /// The change feed's table.
     fn changes(&mut self) -> Result<&mut RawTable<'t>, StoreError> {
-        self.get(CHANGES, Part::Items, || Raw::new(CHANGES))
+        self.get(Physical::Changes, || Raw::new(CHANGES))
     }
 
-    fn get(
-        &mut self,
-        name: &'static str,
-        part: Part,
-        def: impl FnOnce() -> Raw,
-    ) -> Result<&mut RawTable<'t>, StoreError> {
-        let i = match self.tables.iter().position(|(n, p, _)| *n == name && *p == part) {
+    fn get(&mut self, which: Physical, def: impl FnOnce() -> Raw) -> Result<&mut RawTable<'t>, StoreError> {
+        let i = match self.tables.iter().position(|(w, _)| *w == which) {
             Some(i) => i,
             None => {
-                self.tables.push((name, part, self.txn.open_table(def()).map_err(|e| map_err(e.into()))?));
+                self.tables.push((which, self.txn.open_table(def()).map_err(|e| map_err(e.into()))?));
                 self.tables.len() - 1
             }
         };
-        Ok(&mut self.tables[i].2)
+        Ok(&mut self.tables[i].1)
     }
 }
 
-fn read_raw(open: &mut Open, table: &TableDef, key: &[u8]) -> Result<Option<Item>, StoreError> {
-    let t = open.table(table, Part::Items)?;
-    let v = t.get(key).map_err(|e| map_err(e.into()))?;
+fn read_raw(open: &mut Open, key: &[u8]) -> Result<Option<Item>, StoreError> {
+    let v = open.rows()?.get(key).map_err(|e| map_err(e.into()))?;
     v.map(|g| decode_item(g.value())).transpose()
 }
 
@@ -414,14 +464,14 @@ fn decode_item(bytes: &[u8]) -> Result<Item, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Internal(format!("corrupt item: {e}")))
 }
 
-fn remove_derived(open: &mut Open, table: &TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
+fn remove_derived(open: &mut Open, table: &'static TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
     for index in table.indexes {
-        if let Some(ik) = index_key_bytes(index, old, key) {
-            open.table(table, Part::Index(index.name))?.remove(ik.as_slice()).map_err(|e| map_err(e.into()))?;
+        if let Some(ik) = index_key_bytes(table, index, old, key)? {
+            open.rows()?.remove(ik.as_slice()).map_err(|e| map_err(e.into()))?;
         }
     }
     if let Some(tk) = ttl_key_bytes(table, old, key) {
-        open.table(table, Part::Ttl)?.remove(tk.as_slice()).map_err(|e| map_err(e.into()))?;
+        open.ttl(table)?.remove(tk.as_slice()).map_err(|e| map_err(e.into()))?;
     }
     Ok(())
 }
@@ -429,7 +479,7 @@ fn remove_derived(open: &mut Open, table: &TableDef, key: &[u8], old: &Item) -> 
 /// Writes `new`, encoded as `bytes`, over `old`, with its index and TTL rows.
 fn write_item(
     open: &mut Open,
-    table: &TableDef,
+    table: &'static TableDef,
     key: &[u8],
     old: Option<&Item>,
     new: &Item,
@@ -438,21 +488,21 @@ fn write_item(
     if let Some(old) = old {
         remove_derived(open, table, key, old)?;
     }
-    open.table(table, Part::Items)?.insert(key, bytes).map_err(|e| map_err(e.into()))?;
+    open.rows()?.insert(key, bytes).map_err(|e| map_err(e.into()))?;
     for index in table.indexes {
-        if let Some(ik) = index_key_bytes(index, new, key) {
-            open.table(table, Part::Index(index.name))?.insert(ik.as_slice(), key).map_err(|e| map_err(e.into()))?;
+        if let Some(ik) = index_key_bytes(table, index, new, key)? {
+            open.rows()?.insert(ik.as_slice(), key).map_err(|e| map_err(e.into()))?;
         }
     }
     if let Some(tk) = ttl_key_bytes(table, new, key) {
-        open.table(table, Part::Ttl)?.insert(tk.as_slice(), &[][..]).map_err(|e| map_err(e.into()))?;
+        open.ttl(table)?.insert(tk.as_slice(), &[][..]).map_err(|e| map_err(e.into()))?;
     }
     Ok(())
 }
 
-fn remove_item(open: &mut Open, table: &TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
+fn remove_item(open: &mut Open, table: &'static TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
     remove_derived(open, table, key, old)?;
-    open.table(table, Part::Items)?.remove(key).map_err(|e| map_err(e.into()))?;
+    open.rows()?.remove(key).map_err(|e| map_err(e.into()))?;
     Ok(())
 }
 
@@ -527,7 +577,6 @@ fn encode_item(item: &Item) -> Result<Vec<u8>, StoreError> {
 /// reaches that one serial thread, on the caller's.
 struct Prepared {
     op: TxOp,
-    table: &'static TableDef,
     key: Vec<u8>,
     /// A put's encoded item (empty for other ops).
     bytes: Vec<u8>,
@@ -535,13 +584,13 @@ struct Prepared {
 
 impl Prepared {
     fn of(op: TxOp) -> Result<Self, StoreError> {
-        let (table, key, bytes) = match &op {
-            TxOp::Put { table, item, .. } => (*table, item_key(table, item)?, encode_item(item)?),
+        let (key, bytes) = match &op {
+            TxOp::Put { table, item, .. } => (item_key(table, item)?, encode_item(item)?),
             TxOp::Delete { table, key, .. } | TxOp::Update { table, key, .. } | TxOp::Check { table, key, .. } => {
-                (*table, base_key_bytes(table, key)?, Vec::new())
+                (base_key_bytes(table, key)?, Vec::new())
             }
         };
-        Ok(Prepared { op, table, key, bytes })
+        Ok(Prepared { op, key, bytes })
     }
 
     fn cond(&self) -> &Cond {
@@ -584,21 +633,21 @@ impl Tables for RedbTables {
         let k = base_key_bytes(table, key)?;
         self.read_now(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
-            let t = txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?;
+            let t = txn.open_table(Raw::new(ROWS)).map_err(|e| map_err(e.into()))?;
             let v = t.get(k.as_slice()).map_err(|e| map_err(e.into()))?;
             Ok(v.map(|g| stored(g.value())))
         })
     }
 
     async fn get_batch_stored(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Stored>>, StoreError> {
-        let ks = keys.iter().map(|(t, k)| Ok((*t, base_key_bytes(t, k)?))).collect::<Result<Vec<_>, StoreError>>()?;
+        let ks = keys.iter().map(|(t, k)| base_key_bytes(t, k)).collect::<Result<Vec<_>, StoreError>>()?;
         self.read_keys(ks)
     }
 
     // Overridden, not the provided method over `get_batch_stored`: that would copy each key to
     // pair it with its table, on the sync page's and the fan-out's reads.
     async fn get_many_stored(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Stored>>, StoreError> {
-        let ks = keys.iter().map(|k| Ok((table, base_key_bytes(table, k)?))).collect::<Result<Vec<_>, StoreError>>()?;
+        let ks = keys.iter().map(|k| base_key_bytes(table, k)).collect::<Result<Vec<_>, StoreError>>()?;
         self.read_keys(ks)
     }
 
@@ -629,14 +678,11 @@ impl Tables for RedbTables {
 
     async fn query_stored(&self, q: Query) -> Result<Page<Stored>, StoreError> {
         let index = q.index_def()?;
-        let pk_attr = index.map_or(q.table.pk, |i| i.pk);
         let sk_attr = match index {
             Some(i) => i.sk,
             None => q.table.sk,
         };
-        check_type(q.table, pk_attr, &q.pk)?;
-        let mut prefix = Vec::new();
-        enc_into(&mut prefix, &q.pk);
+        let prefix = partition_prefix(q.table, index, &q.pk)?;
         let bound = |b: &Bound<KeyVal>| -> Result<Bound<Vec<u8>>, StoreError> {
             let with = |v: &KeyVal| -> Result<Vec<u8>, StoreError> {
                 let attr = sk_attr.ok_or_else(|| StoreError::Internal("range on a table without sort key".into()))?;
@@ -673,21 +719,11 @@ impl Tables for RedbTables {
             }
         }
         let limit = q.limit.max(1);
-        let table = q.table;
-        let storage = match index {
-            Some(i) => index_table_name(table, i.name),
-            None => table.name.to_string(),
-        };
         let forward = q.forward;
         let is_index = index.is_some();
         self.read_now(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
-            let t = txn.open_table(def(&storage)).map_err(|e| map_err(e.into()))?;
-            let base = if is_index {
-                Some(txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?)
-            } else {
-                None
-            };
+            let t = txn.open_table(Raw::new(ROWS)).map_err(|e| map_err(e.into()))?;
             if bounds_empty(&lower, &upper) {
                 return Ok(Page::default());
             }
@@ -703,12 +739,13 @@ impl Tables for RedbTables {
                     more = true;
                     break;
                 }
-                let item = match &base {
-                    None => stored(v.value()),
-                    Some(b) => match b.get(v.value()).map_err(|e| map_err(e.into()))? {
+                let item = if is_index {
+                    match t.get(v.value()).map_err(|e| map_err(e.into()))? {
                         Some(g) => stored(g.value()),
                         None => return Err(StoreError::Internal("index entry without item".into())),
-                    },
+                    }
+                } else {
+                    stored(v.value())
                 };
                 last_key = k.value().to_vec();
                 items.push(item);
@@ -730,7 +767,7 @@ impl Tables for RedbTables {
         self.write(move |txn| {
             let mut open = Open::new(txn);
             for op in &ops {
-                let old = read_raw(&mut open, op.table, &op.key)?;
+                let old = read_raw(&mut open, &op.key)?;
                 apply(&mut open, op, old.as_ref(), feed)?;
             }
             Ok(())
@@ -738,27 +775,45 @@ impl Tables for RedbTables {
         .await
     }
 
+    /// Every item of `table`, in key order. The rows of its partitions lie between other
+    /// tables' rows, so the scan skips from partition to partition: a seek per partition of any
+    /// table, not a read of every row.
     async fn scan(&self, table: &'static TableDef, limit: usize, cursor: Option<String>) -> Result<Page, StoreError> {
-        let start = match cursor {
+        let want = tag(table, None)?;
+        let mut from = match cursor {
             Some(c) => Bound::Excluded(B64.decode(c).map_err(|_| StoreError::BadCursor)?),
             None => Bound::Unbounded,
         };
         let limit = limit.max(1);
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
-            let t = txn.open_table(Raw::new(table.name)).map_err(|e| map_err(e.into()))?;
-            let range = t.range::<&[u8]>((as_slice_bound(&start), Bound::Unbounded)).map_err(|e| map_err(e.into()))?;
+            let t = txn.open_table(Raw::new(ROWS)).map_err(|e| map_err(e.into()))?;
             let mut items = Vec::new();
             let mut last_key = Vec::new();
-            for entry in range {
-                let (k, v) = entry.map_err(|e| map_err(e.into()))?;
-                if items.len() == limit {
-                    return Ok(Page { items, cursor: Some(encode_cursor(&last_key)) });
+            'seek: loop {
+                let range =
+                    t.range::<&[u8]>((as_slice_bound(&from), Bound::Unbounded)).map_err(|e| map_err(e.into()))?;
+                for entry in range {
+                    let (k, v) = entry.map_err(|e| map_err(e.into()))?;
+                    let k = k.value();
+                    let pk_len = partition_len(k).ok_or_else(|| StoreError::Internal("corrupt row key".into()))?;
+                    if k[pk_len] != want {
+                        // Past this partition's rows of the table, or not yet at them.
+                        from = Bound::Included(if k[pk_len] < want {
+                            [&k[..pk_len], &[want]].concat()
+                        } else {
+                            successor_of_prefix(&k[..pk_len])
+                        });
+                        continue 'seek;
+                    }
+                    if items.len() == limit {
+                        return Ok(Page { items, cursor: Some(encode_cursor(&last_key)) });
+                    }
+                    last_key = k.to_vec();
+                    items.push(decode_item(v.value())?);
                 }
-                last_key = k.value().to_vec();
-                items.push(decode_item(v.value())?);
+                return Ok(Page { items, cursor: None });
             }
-            Ok(Page { items, cursor: None })
         })
         .await
     }
@@ -766,6 +821,24 @@ impl Tables for RedbTables {
     async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError> {
         self.write_ops(ops).await.map(drop)
     }
+}
+
+/// The length of the encoded string a row key starts with (its partition key), when the key
+/// has a byte after it (the tag).
+fn partition_len(key: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < key.len() {
+        if key[i] == 0 {
+            match key[i + 1] {
+                0 => return (i + 2 < key.len()).then_some(i + 2),
+                0xFF => i += 2,
+                _ => return None,
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
 }
 
 /// The smallest key greater than every key that starts with `k` (which ends in a 0x00 0x00
@@ -823,6 +896,50 @@ mod tests {
                 assert_eq!(a.cmp(&b), enc_n(a).cmp(&enc_n(b)));
             }
         }
+    }
+
+    /// A file of the layout before the shared rows table (a redb table per schema table, index
+    /// and TTL attribute, keys without a tag) opens with every item, index entry and expiry.
+    #[tokio::test]
+    async fn a_file_of_the_older_layout_is_upgraded_when_opened() {
+        use crate::schema::{CONVERSATIONS, CONVERSATIONS_BY_ACTIVITY, SYNC, USERS};
+        use serde_json::json;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.redb");
+        let legacy_key = |parts: &[KeyVal]| {
+            let mut k = Vec::new();
+            parts.iter().for_each(|p| enc_into(&mut k, p));
+            k
+        };
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let put = |table: &str, key: Vec<u8>, v: serde_json::Value| {
+                let mut t = txn.open_table(def(table)).unwrap();
+                t.insert(key.as_slice(), serde_json::to_vec(&v).unwrap().as_slice()).unwrap();
+            };
+            put("users", legacy_key(&["u".into()]), json!({"user_id": "u", "name": "Ann"}));
+            let conv = legacy_key(&["u".into(), "c".into()]);
+            put("conversations", conv.clone(), json!({"user_id": "u", "conversation_id": "c", "updated_at": 5}));
+            let mut by_activity = legacy_key(&["u".into(), 5.into()]);
+            by_activity.extend_from_slice(&conv);
+            put("conversations#by_activity", by_activity, json!(null));
+            let entry = legacy_key(&["u".into(), 1.into()]);
+            put("sync", entry.clone(), json!({"user_id": "u", "sync_seq": 1, "expires_at": 10}));
+            put("sync#ttl", [enc_n(10).as_slice(), &entry].concat(), json!(null));
+            txn.commit().unwrap();
+        }
+        let t = RedbTables::open(&path).unwrap();
+        assert_eq!(t.get(&USERS, &Key::pk("u")).await.unwrap().unwrap()["name"], "Ann");
+        let page = t.query(Query::new(&CONVERSATIONS, "u").index(CONVERSATIONS_BY_ACTIVITY)).await.unwrap();
+        assert_eq!(page.items.len(), 1, "the index is rebuilt");
+        assert_eq!(t.sweep_expired(100).await.unwrap(), 1, "expiry is rebuilt");
+        assert_eq!(t.get(&SYNC, &Key::pk_sk("u", 1)).await.unwrap(), None);
+        drop(t);
+        let db = Database::create(&path).unwrap();
+        let names: Vec<String> =
+            db.begin_read().unwrap().list_tables().unwrap().map(|t| t.name().to_string()).collect();
+        assert!(!names.iter().any(|n| n == "users" || n == "conversations#by_activity"), "{names:?}");
     }
 
     /// The feed: a record per kept change of a streamed table, written with the change (so a
