@@ -213,7 +213,8 @@ pub const CONNECTIONS: TableDef = TableDef {
     purpose: "open WebSocket connections (API Gateway) of each user, for live notices",
 };
 
-/// Every table, in a fixed order.
+/// Every table, in a fixed order. The embedded file tags each row with its table's position
+/// here, so a new table goes at the end and none is ever removed or moved.
 pub const ALL_TABLES: &[&TableDef] = &[
     &USERS,
     &STORE,

@@ -898,6 +898,21 @@ mod tests {
         }
     }
 
+    /// Each table and index has a tag of its own, so no two share a row key.
+    #[test]
+    fn every_table_and_index_has_its_own_tag() {
+        let mut tags = Vec::new();
+        for table in ALL_TABLES {
+            assert!(table.indexes.len() < 4, "{}: a tag leaves room for three indexes", table.name);
+            tags.push(tag(table, None).unwrap());
+            tags.extend(table.indexes.iter().map(|i| tag(table, Some(i.name)).unwrap()));
+        }
+        let n = tags.len();
+        tags.sort();
+        tags.dedup();
+        assert_eq!(tags.len(), n);
+    }
+
     /// A file of the layout before the shared rows table (a redb table per schema table, index
     /// and TTL attribute, keys without a tag) opens with every item, index entry and expiry.
     #[tokio::test]
