@@ -428,7 +428,7 @@ impl<'t> Open<'t> {
         self.get(Physical::Rows, || Raw::new(ROWS))
     }
 
-    fn ttl(&mut self, table: &'static TableDef) -> Result<&mut RawTable<'t>, StoreError> {
+    fn ttl(&mut self, table: &TableDef) -> Result<&mut RawTable<'t>, StoreError> {
         self.get(Physical::Ttl(table.name), || def(&ttl_table_name(table)))
     }
 
@@ -464,7 +464,7 @@ fn decode_item(bytes: &[u8]) -> Result<Item, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Internal(format!("corrupt item: {e}")))
 }
 
-fn remove_derived(open: &mut Open, table: &'static TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
+fn remove_derived(open: &mut Open, table: &TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
     for index in table.indexes {
         if let Some(ik) = index_key_bytes(table, index, old, key)? {
             open.rows()?.remove(ik.as_slice()).map_err(|e| map_err(e.into()))?;
@@ -479,7 +479,7 @@ fn remove_derived(open: &mut Open, table: &'static TableDef, key: &[u8], old: &I
 /// Writes `new`, encoded as `bytes`, over `old`, with its index and TTL rows.
 fn write_item(
     open: &mut Open,
-    table: &'static TableDef,
+    table: &TableDef,
     key: &[u8],
     old: Option<&Item>,
     new: &Item,
@@ -500,7 +500,7 @@ fn write_item(
     Ok(())
 }
 
-fn remove_item(open: &mut Open, table: &'static TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
+fn remove_item(open: &mut Open, table: &TableDef, key: &[u8], old: &Item) -> Result<(), StoreError> {
     remove_derived(open, table, key, old)?;
     open.rows()?.remove(key).map_err(|e| map_err(e.into()))?;
     Ok(())
