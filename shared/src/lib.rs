@@ -14,6 +14,8 @@ pub mod notify;
 pub mod queue;
 #[cfg(feature = "embedded")]
 pub mod redb_file;
+#[cfg(feature = "embedded")]
+pub mod redb_sync;
 pub mod schema;
 pub mod search;
 pub mod service;

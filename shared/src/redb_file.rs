@@ -2,11 +2,19 @@
 //! embedded tables and the embedded queue.
 //!
 //! **Group commit.** Every write goes to one committer thread per file. It takes every write
-//! that is waiting, runs them one after the other in a single redb write transaction, commits
-//! it once (`Durability::Immediate`: one fsync) and only then answers each. Concurrent writes
-//! thus share one disk sync instead of queueing for one each, and nothing changes for a
-//! caller: a write is acknowledged only once it is durable, each write sees the ones before it
-//! (the order is the commit order), and a commit that fails fails every write in it.
+//! that is waiting, runs them one after the other in a single redb write transaction and commits
+//! it once (`Durability::Immediate`: one fsync). Concurrent writes thus share one disk sync
+//! instead of queueing for one each, and nothing changes for a caller: a write is acknowledged
+//! only once it is durable, each write sees the ones before it (the order is the commit order),
+//! and a commit that fails fails every write in it.
+//!
+//! **The sync runs behind the next batch.** The commit's fdatasync is left to a second thread
+//! (see `redb_sync`), which answers the batch's writes once it is done, while the committer
+//! already runs the next batch; that batch waits for the sync only when it first writes to the
+//! file, so the file sees the same writes and syncs in the same order as before. Readers are
+//! given the database as the last *synced* commit left it (a read transaction opened after the
+//! commit and handed over once it is durable): nobody reads what a power cut could take away,
+//! and a write is visible to every read that starts after its answer.
 //!
 //! A write that fails before writing anything (a failed condition: [`IoFailure::wrote_nothing`])
 //! simply answers its error and the others go ahead. One that fails any other way may have
@@ -19,9 +27,12 @@
 //! next operation opens the file again, which runs redb's recovery if the failed commit needs
 //! it. Until the disk is fixed each attempt fails again, which callers report as `503`; once it
 //! is fixed the next request succeeds, with no restart. A commit is atomic either way: what a
-//! failed commit wrote is not visible after the reopen.
+//! failed commit wrote is not visible after the reopen. A failed fdatasync counts the same: it
+//! fails its batch, and `redb_sync` latches it so that the batch built on it fails too.
 
-use redb::{Database, WriteTransaction};
+use crate::redb_sync::Syncer;
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use std::fs::OpenOptions;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +47,9 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The name of each file's committer thread (the benchmark reports its CPU per operation).
 pub const COMMIT_THREAD: &str = "redb-commit";
+
+/// The name of each file's sync thread, which answers a commit's writes once it is durable.
+pub const SYNC_THREAD: &str = "redb-sync";
 
 /// Writes folded into one commit, at most: bounds the work a failed batch repeats.
 const MAX_BATCH: usize = 512;
@@ -134,7 +148,7 @@ where
 pub struct RedbFile {
     shared: Arc<Shared>,
     jobs: Option<mpsc::Sender<Box<dyn Job>>>,
-    committer: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -147,18 +161,48 @@ struct Shared {
     current: Mutex<State>,
 }
 
+/// An open database and its file's syncs.
+struct Opened {
+    db: Database,
+    syncer: Arc<Syncer>,
+}
+
 struct State {
+    /// What readers see: the last commit whose sync is done. Declared before `db`, so that it is
+    /// dropped first.
+    view: Option<Arc<ReadTransaction>>,
     /// `None` after an I/O failure, until the next operation opens the file again.
-    db: Option<Arc<Database>>,
+    db: Option<Arc<Opened>>,
     /// When the last failure was logged, and how many failures since.
     logged_at: Option<Instant>,
     unlogged: u64,
 }
 
+/// How a write of a batch came out, before its commit's sync.
+enum Outcome {
+    /// In the commit: answered with its own result once the sync is done.
+    Committed,
+    /// Its commit failed.
+    Failed(Failure),
+    /// Not committed, and answered with its own error.
+    Own,
+}
+
+/// A batch's writes, waiting for their commit's sync.
+struct Answers {
+    opened: Option<Arc<Opened>>,
+    /// The [`Syncer::sync`] ticket that makes the batch's commits durable.
+    ticket: u64,
+    /// The database as the batch left it, for readers once it is durable.
+    view: Option<Result<ReadTransaction, Failure>>,
+    jobs: Vec<(Box<dyn Job>, Outcome)>,
+}
+
 impl RedbFile {
     pub fn open(path: &Path, init: fn(&Database) -> Result<(), redb::Error>) -> Result<Self, redb::Error> {
-        let db = Shared::open_db(path, init)?;
-        let state = State { db: Some(Arc::new(db)), logged_at: None, unlogged: 0 };
+        let opened = Shared::open_db(path, init)?;
+        let view = opened.db.begin_read()?;
+        let state = State { view: Some(Arc::new(view)), db: Some(opened), logged_at: None, unlogged: 0 };
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             commits: AtomicU64::new(0),
@@ -167,11 +211,15 @@ impl RedbFile {
             current: Mutex::new(state),
         });
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let (answers, to_answer) = mpsc::channel::<Answers>();
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(run).map_err(redb::Error::Io)
+        };
         let committer = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(COMMIT_THREAD.into())
-                .spawn(move || {
+            spawn(
+                COMMIT_THREAD,
+                Box::new(move || {
                     while let Ok(first) = queue.recv() {
                         let mut batch = vec![first];
                         while batch.len() < MAX_BATCH {
@@ -180,23 +228,31 @@ impl RedbFile {
                                 Err(_) => break,
                             }
                         }
-                        shared.commit(batch);
+                        // The sync thread may still be syncing the previous batch: this one runs
+                        // meanwhile, and waits for that sync only before it writes to the file.
+                        if answers.send(shared.commit(batch)).is_err() {
+                            break;
+                        }
                     }
-                })
-                .map_err(redb::Error::Io)?
+                }),
+            )?
         };
-        Ok(RedbFile { shared, jobs: Some(jobs), committer: Some(committer) })
+        let syncer = {
+            let shared = shared.clone();
+            spawn(SYNC_THREAD, Box::new(move || to_answer.iter().for_each(|a| shared.answer(a))))?
+        };
+        Ok(RedbFile { shared, jobs: Some(jobs), threads: vec![committer, syncer] })
     }
 
-    /// Runs `f` (blocking) on the open database, for reads; an I/O failure retires the
-    /// database so the next call opens the file again.
-    pub fn run<T, E: IoFailure>(&self, f: impl FnOnce(&Database) -> Result<T, E>) -> Result<T, E> {
-        let db = self.shared.database().map_err(|f| f.to::<E>())?;
-        let out = f(&db);
+    /// Runs `f` (blocking) on the database as of the last durable commit, for reads; an I/O
+    /// failure retires the database so the next call opens the file again.
+    pub fn run<T, E: IoFailure>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T, E>) -> Result<T, E> {
+        let (opened, view) = self.shared.view().map_err(|f| f.to::<E>())?;
+        let out = f(&view);
         if let Err(e) = &out
             && e.is_io()
         {
-            self.shared.retire(&db, e);
+            self.shared.retire(&opened, e);
         }
         out
     }
@@ -235,29 +291,36 @@ impl RedbFile {
 }
 
 impl Drop for RedbFile {
-    /// Closes the file before returning, so that it can be opened again at once.
+    /// Answers what is under way and closes the file before returning, so that it can be
+    /// opened again at once.
     fn drop(&mut self) {
         self.jobs.take();
-        if let Some(committer) = self.committer.take() {
-            let _ = committer.join();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
 
 impl Shared {
-    fn open_db(path: &Path, init: fn(&Database) -> Result<(), redb::Error>) -> Result<Database, redb::Error> {
-        let db = Database::create(path)?;
+    fn open_db(path: &Path, init: fn(&Database) -> Result<(), redb::Error>) -> Result<Arc<Opened>, redb::Error> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let syncer = Syncer::new(file)?;
+        let db = redb::Builder::new().create_with_backend(syncer.backend())?;
         init(&db)?;
-        Ok(db)
+        Ok(Arc::new(Opened { db, syncer }))
     }
 
-    /// One group commit.
-    fn commit(&self, mut batch: Vec<Box<dyn Job>>) {
-        let db = match self.database() {
-            Ok(db) => db,
-            Err(f) => return batch.into_iter().for_each(|job| job.finish(Some(&f))),
+    /// One group commit, up to its sync: the sync thread finishes it with [`Shared::answer`].
+    fn commit(&self, mut batch: Vec<Box<dyn Job>>) -> Answers {
+        let opened = match self.database() {
+            Ok(opened) => opened,
+            Err(f) => {
+                let jobs = batch.into_iter().map(|job| (job, Outcome::Failed(f.clone()))).collect();
+                return Answers { opened: None, ticket: 0, view: None, jobs };
+            }
         };
-        let together = (|| {
+        let db = &opened.db;
+        let (together, ticket) = opened.syncer.deferring(|| {
             let txn = db.begin_write().map_err(|e| Some(Failure::of(e)))?;
             for job in batch.iter_mut() {
                 match job.run(&txn) {
@@ -267,45 +330,74 @@ impl Shared {
                 }
             }
             txn.commit().map_err(|e| Some(Failure::of(e)))
-        })();
-        if together.is_ok() {
-            self.count(batch.len());
-        }
-        match together {
-            Ok(()) => batch.into_iter().for_each(|job| job.finish(None)),
+        });
+        let (jobs, ticket) = match together {
+            Ok(()) => {
+                self.count(batch.len());
+                (batch.into_iter().map(|job| (job, Outcome::Committed)).collect(), ticket)
+            }
             Err(Some(f)) => {
                 if f.io {
-                    self.retire(&db, &f);
+                    self.retire(&opened, &f);
                 }
-                batch.into_iter().for_each(|job| job.finish(Some(&f)));
+                (batch.into_iter().map(|job| (job, Outcome::Failed(f.clone()))).collect(), ticket)
             }
             // One write failed halfway: each runs again on its own.
-            Err(None) => batch.into_iter().for_each(|job| self.commit_alone(&db, job)),
-        }
+            Err(None) => {
+                let (jobs, tickets): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|job| opened.syncer.deferring(|| self.commit_alone(&opened, job))).unzip();
+                (jobs, tickets.into_iter().max().unwrap_or(ticket))
+            }
+        };
+        let view = Some(db.begin_read().map_err(Failure::of));
+        Answers { opened: Some(opened), ticket, view, jobs }
     }
 
-    fn commit_alone(&self, db: &Arc<Database>, mut job: Box<dyn Job>) {
-        let txn = match db.begin_write() {
+    fn commit_alone(&self, opened: &Arc<Opened>, mut job: Box<dyn Job>) -> (Box<dyn Job>, Outcome) {
+        let txn = match opened.db.begin_write() {
             Ok(txn) => txn,
-            Err(e) => return job.finish(Some(&Failure::of(e))),
+            Err(e) => return (job, Outcome::Failed(Failure::of(e))),
         };
-        match job.run(&txn) {
-            Ran::Clean => {
-                let committed = txn.commit().map_err(Failure::of);
-                if committed.is_ok() {
+        let outcome = match job.run(&txn) {
+            Ran::Clean => match txn.commit().map_err(Failure::of) {
+                Ok(()) => {
                     self.count(1);
+                    Outcome::Committed
                 }
-                if let Err(f) = &committed
-                    && f.io
-                {
-                    self.retire(db, f);
+                Err(f) => {
+                    if f.io {
+                        self.retire(opened, &f);
+                    }
+                    Outcome::Failed(f)
                 }
-                job.finish(committed.err().as_ref());
-            }
-            Ran::Dirty => job.finish(None),
+            },
+            Ran::Dirty => Outcome::Own,
             Ran::Io(f) => {
-                self.retire(db, &f);
-                job.finish(None);
+                self.retire(opened, &f);
+                Outcome::Own
+            }
+        };
+        (job, outcome)
+    }
+
+    /// Waits for a batch's sync, shows readers what it committed, and only then answers it.
+    fn answer(&self, answers: Answers) {
+        let Answers { opened, ticket, view, jobs } = answers;
+        let mut synced = Ok(());
+        if let Some(opened) = &opened {
+            synced = opened.syncer.sync(ticket).map_err(|e| Failure::of(redb::Error::Io(e)));
+            match (&synced, view) {
+                (Ok(()), Some(Ok(view))) => self.publish(opened, view),
+                (Ok(()), Some(Err(f))) => self.retire(opened, &f),
+                (Err(f), _) => self.retire(opened, f),
+                (Ok(()), None) => {}
+            }
+        }
+        for (job, outcome) in jobs {
+            match outcome {
+                Outcome::Committed => job.finish(synced.as_ref().err()),
+                Outcome::Failed(f) => job.finish(Some(&f)),
+                Outcome::Own => job.finish(None),
             }
         }
     }
@@ -316,28 +408,48 @@ impl Shared {
         self.commits.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn database(&self) -> Result<Arc<Database>, Failure> {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(db) = current.db.as_ref() {
-            return Ok(db.clone());
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn database(&self) -> Result<Arc<Opened>, Failure> {
+        self.view().map(|(opened, _)| opened)
+    }
+
+    /// The open database and its durable state, opening the file again after a failure.
+    fn view(&self) -> Result<(Arc<Opened>, Arc<ReadTransaction>), Failure> {
+        let mut current = self.lock();
+        if let (Some(db), Some(view)) = (current.db.as_ref(), current.view.as_ref()) {
+            return Ok((db.clone(), view.clone()));
         }
         // Fails (DatabaseAlreadyOpen) while an operation that started before the failure still
         // holds the old handle; the next call tries again.
-        let db = Self::open_db(&self.path, self.init).map_err(|e| Failure {
-            io: true,
-            message: format!("{} cannot be opened again yet: {e}", self.path.display()),
-        })?;
+        let reopened =
+            Self::open_db(&self.path, self.init).and_then(|opened| Ok((opened.db.begin_read()?, opened))).map_err(
+                |e| Failure { io: true, message: format!("{} cannot be opened again yet: {e}", self.path.display()) },
+            );
+        let (view, opened) = reopened?;
         tracing::debug!(path = %self.path.display(), "reopened after an I/O failure");
-        let db = Arc::new(db);
-        current.db = Some(db.clone());
-        Ok(db)
+        let view = Arc::new(view);
+        current.view = Some(view.clone());
+        current.db = Some(opened.clone());
+        Ok((opened, view))
     }
 
-    fn retire(&self, failed: &Arc<Database>, error: &impl std::fmt::Display) {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Readers see `view` from now on, unless the database it belongs to was retired.
+    fn publish(&self, opened: &Arc<Opened>, view: ReadTransaction) {
+        let mut current = self.lock();
+        if current.db.as_ref().is_some_and(|db| Arc::ptr_eq(db, opened)) {
+            current.view = Some(Arc::new(view));
+        }
+    }
+
+    fn retire(&self, failed: &Arc<Opened>, error: &impl std::fmt::Display) {
+        let mut current = self.lock();
         if !current.db.as_ref().is_some_and(|db| Arc::ptr_eq(db, failed)) {
             return; // another operation already retired it
         }
+        current.view = None;
         current.db = None;
         current.unlogged += 1;
         if current.logged_at.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
@@ -353,7 +465,7 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    use redb::{ReadableTable, TableDefinition};
 
     const T: TableDefinition<&str, u64> = TableDefinition::new("t");
 
@@ -399,8 +511,7 @@ mod tests {
     }
 
     fn read(file: &RedbFile, key: &str) -> Option<u64> {
-        file.run(|db| {
-            let txn = db.begin_read().map_err(e)?;
+        file.run(|txn| {
             let t = txn.open_table(T).map_err(e)?;
             Ok::<_, E>(t.get(key).map_err(e)?.map(|v| v.value()))
         })
@@ -482,6 +593,48 @@ mod tests {
         let out: Result<u64, E> = file.write(|_txn| panic!("boom")).await;
         assert!(matches!(out, Err(E::Internal(_))), "{out:?}");
         assert_eq!(file.write(|txn| add(txn, "after", 1)).await, Ok(1));
+    }
+
+    // The guard stalls the sync thread, an OS thread of its own; nothing on this runtime takes it.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_see_a_write_once_it_is_durable_and_not_before() {
+        let (_dir, file) = open();
+        let syncer = file.shared.database().unwrap().syncer.clone();
+        let stalled = syncer.stall.lock().unwrap();
+        let writing = {
+            let file = file.clone();
+            tokio::spawn(async move { file.write(|txn| add(txn, "k", 1)).await })
+        };
+        while file.stats().commits == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Committed, its sync stalled: not answered, and not yet seen.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!writing.is_finished(), "answered before its sync");
+        assert_eq!(read(&file, "k"), None, "a reader saw a commit that is not durable yet");
+        drop(stalled);
+        assert_eq!(writing.await.unwrap(), Ok(1));
+        assert_eq!(read(&file, "k"), Some(1), "an answered write is seen at once");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_answered_write_is_seen_by_the_next_read() {
+        let (_dir, file) = open();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let file = file.clone();
+                tokio::spawn(async move {
+                    let key = format!("k{i}");
+                    let k = key.clone();
+                    file.write(move |txn| add(txn, &k, 1)).await.unwrap();
+                    read(&file, &key)
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Some(1));
+        }
     }
 
     #[test]

@@ -204,9 +204,7 @@ impl EmbeddedQueue {
         let db = self.db.clone();
         let queue = queue.to_string();
         tokio::task::spawn_blocking(move || {
-            db.run(|db| {
-                use redb::ReadableDatabase;
-                let txn = db.begin_read().map_err(map_err)?;
+            db.run(|txn| {
                 let vis = txn.open_table(VISIBLE).map_err(map_err)?;
                 let mut due =
                     vis.range((queue.as_str(), 0, 0)..=(queue.as_str(), now_ms(), u128::MAX)).map_err(map_err)?;
@@ -368,9 +366,7 @@ impl Queue for EmbeddedQueue {
         let db = self.db.clone();
         let queue = queue.to_string();
         tokio::task::spawn_blocking(move || {
-            db.run(|db| {
-                use redb::ReadableDatabase;
-                let txn = db.begin_read().map_err(map_err)?;
+            db.run(|txn| {
                 let vis = txn.open_table(VISIBLE).map_err(map_err)?;
                 let now = now_ms();
                 let mut d = Depth::default();

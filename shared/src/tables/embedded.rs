@@ -31,7 +31,7 @@ use crate::redb_file::{IoFailure, RedbFile};
 use crate::schema::{ALL_TABLES, KeyAttr};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -129,8 +129,7 @@ impl RedbTables {
 
     /// The oldest records of the change feed, up to `limit`, with their positions.
     pub async fn changes(&self, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
+        self.blocking(move |txn| {
             let t = txn.open_table(Raw::new(CHANGES)).map_err(|e| map_err(e.into()))?;
             let mut out = Vec::new();
             for entry in t.iter().map_err(|e| map_err(e.into()))?.take(limit) {
@@ -158,7 +157,7 @@ impl RedbTables {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.run(f))
@@ -170,14 +169,13 @@ impl RedbTables {
     /// microseconds (redb serves it from its page cache or the OS's), less than handing it to
     /// the blocking pool and back costs: two thread wake-ups, which on a busy machine wait for
     /// a core, and were the tail of a sync page's latency while sends ran (im-bench sync).
-    fn read_now<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read_now<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.db.run(f)
     }
 
     /// Items by stored key, in one read transaction.
     fn read_keys(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Stored>>, StoreError> {
-        self.read_now(move |db| {
-            let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
+        self.read_now(move |txn| {
             let rows = txn.open_table(Raw::new(ROWS)).map_err(|e| map_err(e.into()))?;
             let mut out = Vec::with_capacity(keys.len());
             for k in &keys {
@@ -631,8 +629,7 @@ impl Tables for RedbTables {
 
     async fn get_stored(&self, table: &'static TableDef, key: &Key) -> Result<Option<Stored>, StoreError> {
         let k = base_key_bytes(table, key)?;
-        self.read_now(move |db| {
-            let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
+        self.read_now(move |txn| {
             let t = txn.open_table(Raw::new(ROWS)).map_err(|e| map_err(e.into()))?;
             let v = t.get(k.as_slice()).map_err(|e| map_err(e.into()))?;
             Ok(v.map(|g| stored(g.value())))
@@ -721,8 +718,7 @@ impl Tables for RedbTables {
         let limit = q.limit.max(1);
         let forward = q.forward;
         let is_index = index.is_some();
-        self.read_now(move |db| {
-            let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
+        self.read_now(move |txn| {
             let t = txn.open_table(Raw::new(ROWS)).map_err(|e| map_err(e.into()))?;
             if bounds_empty(&lower, &upper) {
                 return Ok(Page::default());
@@ -785,8 +781,7 @@ impl Tables for RedbTables {
             None => Bound::Unbounded,
         };
         let limit = limit.max(1);
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(|e| map_err(e.into()))?;
+        self.blocking(move |txn| {
             let t = txn.open_table(Raw::new(ROWS)).map_err(|e| map_err(e.into()))?;
             let mut items = Vec::new();
             let mut last_key = Vec::new();
@@ -876,6 +871,7 @@ fn bounds_empty(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableDatabase;
 
     #[test]
     fn encoding_preserves_order() {
