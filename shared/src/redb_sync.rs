@@ -48,8 +48,8 @@ struct State {
     /// Syncs asked for (deferred ones included) and syncs done, counted since the file opened.
     asked: u64,
     done: u64,
-    /// A thread is running an fdatasync that will make `done` this.
-    running: Option<u64>,
+    /// A thread is running an fdatasync.
+    running: bool,
     /// The first failed sync: every later change to the file fails with it.
     failed: Option<String>,
 }
@@ -91,18 +91,18 @@ impl Syncer {
             if state.done >= ticket {
                 return Ok(());
             }
-            if state.running.is_some() {
+            if state.running {
                 state = self.synced.wait(state).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
             let through = state.asked;
-            state.running = Some(through);
+            state.running = true;
             drop(state);
             #[cfg(test)]
             drop(self.stall.lock());
             let out = self.file.sync_data();
             state = self.lock();
-            state.running = None;
+            state.running = false;
             match out {
                 Ok(()) => state.done = state.done.max(through),
                 Err(e) => state.failed = Some(e.to_string()),
@@ -248,7 +248,7 @@ mod tests {
             let s = s.clone();
             std::thread::spawn(move || s.sync(ticket))
         };
-        while s.lock().running.is_none() {
+        while !s.lock().running {
             std::thread::yield_now();
         }
         let writing = {
