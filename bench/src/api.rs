@@ -1,13 +1,32 @@
 //! The benchmark's HTTP client: what an app does, through the server's real HTTP API.
 
+use crate::http::Http;
 use futures_util::{StreamExt, TryStreamExt, stream};
-use reqwest::Method;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct Api {
-    http: reqwest::Client,
-    base: String,
+    http: Arc<Http>,
+    addr: std::net::SocketAddr,
+}
+
+/// A request's method.
+#[derive(Clone, Copy, Debug)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -21,37 +40,22 @@ const SETUP_CONCURRENCY: usize = 32;
 
 impl Api {
     pub fn new(addr: std::net::SocketAddr) -> Self {
-        let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("HTTP client");
-        Api { http, base: format!("http://{addr}") }
+        Api { http: Arc::new(Http::new(addr)), addr }
     }
 
     /// The server's address for WebSockets: `ws://host:port`.
     pub fn ws_base(&self) -> String {
-        self.base.replacen("http://", "ws://", 1)
+        format!("ws://{}", self.addr)
     }
 
     /// One request's body; anything but a 2xx is an error naming the request and the answer.
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Result<bytes::Bytes, String> {
-        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
+    async fn request(&self, method: Method, path: &str, token: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
+        let method = method.as_str();
+        let resp = self.http.request(method, path, token, body).await.map_err(|e| format!("{method} {path}: {e}"))?;
+        if !(200..300).contains(&resp.status) {
+            return Err(format!("{method} {path}: {} {}", resp.status, String::from_utf8_lossy(&resp.body)));
         }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.map_err(|e| format!("{method} {path}: {e}"))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| format!("{method} {path}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("{method} {path}: {status} {}", String::from_utf8_lossy(&body)));
-        }
-        Ok(body)
+        Ok(resp.body)
     }
 
     /// One request, its answer as JSON (`null` when empty).
@@ -62,7 +66,11 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Result<Value, String> {
-        let body = self.request(method, path, token, body).await?;
+        let body = match body {
+            Some(b) => serde_json::to_vec(&b).map_err(|e| format!("{path}: {e}"))?,
+            None => Vec::new(),
+        };
+        let body = self.request(method, path, token, &body).await?;
         if body.is_empty() {
             Ok(Value::Null)
         } else {
@@ -77,24 +85,24 @@ impl Api {
         struct Page {
             items: Vec<serde::de::IgnoredAny>,
         }
-        let body = self.request(Method::GET, path, Some(&user.token), None).await?;
+        let body = self.request(Method::Get, path, Some(&user.token), &[]).await?;
         let page: Page = serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))?;
         Ok(page.items.len())
     }
 
     pub async fn get(&self, user: &User, path: &str) -> Result<Value, String> {
-        self.call(Method::GET, path, Some(&user.token), None).await
+        self.call(Method::Get, path, Some(&user.token), None).await
     }
 
     pub async fn post(&self, user: &User, path: &str, body: Value) -> Result<Value, String> {
-        self.call(Method::POST, path, Some(&user.token), Some(body)).await
+        self.call(Method::Post, path, Some(&user.token), Some(body)).await
     }
 
     /// A user with a profile (a dev-mode token).
     pub async fn user(&self, id: &str) -> Result<User, String> {
-        let v = self.call(Method::POST, "/v1/dev/token", None, Some(json!({"user_id": id}))).await?;
+        let v = self.call(Method::Post, "/v1/dev/token", None, Some(json!({"user_id": id}))).await?;
         let token = v["token"].as_str().ok_or("no token")?.to_string();
-        self.call(Method::PUT, "/v1/me", Some(&token), Some(json!({"name": format!("{id} name")}))).await?;
+        self.call(Method::Put, "/v1/me", Some(&token), Some(json!({"name": format!("{id} name")}))).await?;
         Ok(User { id: id.to_string(), token })
     }
 
@@ -124,16 +132,25 @@ impl Api {
         Ok(group)
     }
 
-    /// Sends a text message; returns its seq.
+    /// Sends a text message; returns its seq. The body is encoded from a struct and only the
+    /// answer's `seq` is parsed: this is the request the send scenarios repeat.
     pub async fn send(&self, from: &User, conversation: &str, client_msg_id: &str, text: &str) -> Result<i64, String> {
-        let v = self
-            .post(
-                from,
-                &format!("/v1/conversations/{conversation}/messages"),
-                json!({"client_msg_id": client_msg_id, "type": "text", "text": text}),
-            )
-            .await?;
-        v["seq"].as_i64().ok_or_else(|| format!("no seq in {v}"))
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            client_msg_id: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            text: &'a str,
+        }
+        #[derive(serde::Deserialize)]
+        struct Sent {
+            seq: i64,
+        }
+        let path = format!("/v1/conversations/{conversation}/messages");
+        let body = serde_json::to_vec(&Body { client_msg_id, kind: "text", text }).map_err(|e| e.to_string())?;
+        let answer = self.request(Method::Post, &path, Some(&from.token), &body).await?;
+        let sent: Sent = serde_json::from_slice(&answer).map_err(|e| format!("POST {path}: {e}"))?;
+        Ok(sent.seq)
     }
 
     /// One sync page after `after`: its entries and the checkpoint to continue from.

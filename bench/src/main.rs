@@ -15,6 +15,7 @@
 mod api;
 mod baseline;
 mod cost;
+mod http;
 mod lambda;
 mod measure;
 mod push;
