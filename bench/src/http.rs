@@ -135,7 +135,12 @@ impl Conn {
             }
         };
         self.buf.drain(..head_len);
-        let body = if chunked {
+        // These carry no body, whatever their headers say; reading one to the end of the
+        // connection would wait for a close that a kept-alive connection never makes.
+        let bodiless = matches!(status, 100..=199 | 204 | 304);
+        let body = if bodiless {
+            Ok(Vec::new())
+        } else if chunked {
             self.chunked_body().await
         } else if let Some(n) = length {
             self.exact(n).await
@@ -144,7 +149,7 @@ impl Conn {
             while self.fill().await.map_err(Failure::Broken)? > 0 {}
             Ok(std::mem::take(&mut self.buf))
         }?;
-        let reusable = !close && (chunked || length.is_some());
+        let reusable = !close && (bodiless || chunked || length.is_some());
         Ok((Response { status, body }, reusable))
     }
 
@@ -219,6 +224,8 @@ mod tests {
         let addr = serve(vec![
             b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
             b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
         ])
         .await;
         let http = Http::new(addr);
@@ -227,6 +234,13 @@ mod tests {
         // The second answer can only come on the same connection: the server accepts once.
         let b = http.request("POST", "/b", None, b"{}").await.unwrap();
         assert_eq!((b.status, b.body.as_slice()), (404, &b"abcde"[..]));
+        // No length and no body: answered at once, and the connection carries on.
+        let c = tokio::time::timeout(std::time::Duration::from_secs(10), http.request("PUT", "/c", None, b"{}"))
+            .await
+            .expect("a 204 was read as if its body ran to the end of the connection")
+            .unwrap();
+        assert_eq!((c.status, c.body.len()), (204, 0));
+        assert_eq!(http.request("GET", "/d", None, b"").await.unwrap().body, b"ok");
     }
 
     #[tokio::test]
