@@ -95,62 +95,74 @@ impl Http {
     }
 }
 
+/// What a response's head says about the response.
+struct Head {
+    status: u16,
+    /// The head's length in bytes.
+    len: usize,
+    length: Option<usize>,
+    chunked: bool,
+    close: bool,
+}
+
+/// The head at the start of `buf`, once all of it is there.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf).map_err(|e| Failure::Broken(invalid(e)))? {
+        httparse::Status::Partial if buf.len() > MAX_HEAD => {
+            return Err(Failure::Broken(invalid("response head too long")));
+        }
+        httparse::Status::Partial => return Ok(None),
+        httparse::Status::Complete(len) => len,
+    };
+    let mut head = Head { status: resp.code.unwrap_or(0), len, length: None, chunked: false, close: false };
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok());
+            head.length = Some(v.ok_or_else(|| Failure::Broken(invalid("bad content-length")))?);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = h.value.eq_ignore_ascii_case(b"chunked");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            head.close = h.value.eq_ignore_ascii_case(b"close");
+        }
+    }
+    Ok(Some(head))
+}
+
 impl Conn {
     /// Writes `req` and reads its response; whether the connection may carry another.
     async fn exchange(&mut self, req: &[u8]) -> Result<(Response, bool), Failure> {
         self.stream.write_all(req).await.map_err(Failure::Unanswered)?;
         self.buf.clear();
-        // The head: read until it parses.
-        let (status, head_len, length, chunked, close) = loop {
-            if self
-                .fill()
-                .await
-                .map_err(|e| if self.buf.is_empty() { Failure::Unanswered(e) } else { Failure::Broken(e) })?
-                == 0
-            {
-                let e = io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before the answer");
-                return Err(if self.buf.is_empty() { Failure::Unanswered(e) } else { Failure::Broken(e) });
+        let head = loop {
+            if let Some(head) = parse_head(&self.buf)? {
+                break head;
             }
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&self.buf).map_err(|e| Failure::Broken(invalid(e)))? {
-                httparse::Status::Partial if self.buf.len() > MAX_HEAD => {
-                    return Err(Failure::Broken(invalid("response head too long")));
-                }
-                httparse::Status::Partial => continue,
-                httparse::Status::Complete(n) => {
-                    let (mut length, mut chunked, mut close) = (None, false, false);
-                    for h in resp.headers.iter() {
-                        if h.name.eq_ignore_ascii_case("content-length") {
-                            let v = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok());
-                            length = Some(v.ok_or_else(|| Failure::Broken(invalid("bad content-length")))?);
-                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                            chunked = h.value.eq_ignore_ascii_case(b"chunked");
-                        } else if h.name.eq_ignore_ascii_case("connection") {
-                            close = h.value.eq_ignore_ascii_case(b"close");
-                        }
-                    }
-                    break (resp.code.unwrap_or(0), n, length, chunked, close);
-                }
-            }
+            // Nothing of the answer yet: the server may have closed the connection while idle.
+            let unanswered = self.buf.is_empty();
+            self.more("connection closed before the answer").await.map_err(|f| match f {
+                Failure::Broken(e) if unanswered => Failure::Unanswered(e),
+                f => f,
+            })?;
         };
-        self.buf.drain(..head_len);
+        self.buf.drain(..head.len);
         // These carry no body, whatever their headers say; reading one to the end of the
         // connection would wait for a close that a kept-alive connection never makes.
-        let bodiless = matches!(status, 100..=199 | 204 | 304);
+        let bodiless = matches!(head.status, 100..=199 | 204 | 304);
         let body = if bodiless {
-            Ok(Vec::new())
-        } else if chunked {
-            self.chunked_body().await
-        } else if let Some(n) = length {
-            self.exact(n).await
+            Vec::new()
+        } else if head.chunked {
+            self.chunked_body().await?
+        } else if let Some(n) = head.length {
+            self.exact(n).await?
         } else {
             // No length: the body runs to the end of the connection.
             while self.fill().await.map_err(Failure::Broken)? > 0 {}
-            Ok(std::mem::take(&mut self.buf))
-        }?;
-        let reusable = !close && (bodiless || chunked || length.is_some());
-        Ok((Response { status, body }, reusable))
+            std::mem::take(&mut self.buf)
+        };
+        let reusable = !head.close && (bodiless || head.chunked || head.length.is_some());
+        Ok((Response { status: head.status, body }, reusable))
     }
 
     /// Reads more into the buffer; how many bytes came (0 at the end of the connection).
@@ -161,12 +173,21 @@ impl Conn {
         self.stream.read_buf(&mut self.buf).await
     }
 
+    /// Reads more into the buffer, where the connection must not end: `closed` says where.
+    async fn more(&mut self, closed: &str) -> Result<(), Failure> {
+        match self.fill().await {
+            Ok(0) => {
+                Err(Failure::Broken(io::Error::new(io::ErrorKind::UnexpectedEof, format!("HTTP response: {closed}"))))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(Failure::Broken(e)),
+        }
+    }
+
     /// The next `n` bytes after what the buffer's start holds.
     async fn exact(&mut self, n: usize) -> Result<Vec<u8>, Failure> {
         while self.buf.len() < n {
-            if self.fill().await.map_err(Failure::Broken)? == 0 {
-                return Err(Failure::Broken(invalid("connection closed inside the body")));
-            }
+            self.more("connection closed inside the body").await?;
         }
         Ok(self.buf.drain(..n).collect())
     }
@@ -178,11 +199,7 @@ impl Conn {
             let (start, size) = loop {
                 match httparse::parse_chunk_size(&self.buf).map_err(|_| Failure::Broken(invalid("bad chunk size")))? {
                     httparse::Status::Complete((start, size)) => break (start, size as usize),
-                    httparse::Status::Partial => {
-                        if self.fill().await.map_err(Failure::Broken)? == 0 {
-                            return Err(Failure::Broken(invalid("connection closed inside a chunk")));
-                        }
-                    }
+                    httparse::Status::Partial => self.more("connection closed inside a chunk").await?,
                 }
             };
             self.buf.drain(..start);
