@@ -173,7 +173,9 @@ async fn run(chosen: &[&str]) -> Result<(), String> {
             "ours": r.ours.json(),
             "baseline": r.baseline.as_ref().map(|b| b.json()),
             "ratio": r.ratio().map(round),
-            "writes_per_commit": r.writes_per_commit.map(round),
+            "writes_per_commit": r.commits.map(|c| round(c.writes)),
+            "pages_per_sync": r.commits.map(|c| round(c.pages_per_sync)),
+            "sync_ms": r.commits.map(|c| round(c.sync_ms)),
         })).collect::<Vec<_>>(),
     });
     write_report(&out_path, report)
@@ -282,14 +284,14 @@ fn commit_cpu(m: &measure::Samples) -> Option<f64> {
 fn print_rows(rows: &[Row], header: bool) {
     if header {
         println!(
-            "| scenario | clients | ops/s | p50 ms | p99 ms | baseline ops/s | baseline p50 ms | ratio | writes/commit | commit CPU µs/op |"
+            "| scenario | clients | ops/s | p50 ms | p99 ms | baseline ops/s | baseline p50 ms | ratio | writes/commit | pages/sync | sync ms | commit CPU µs/op |"
         );
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     }
     let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{}", round(v)));
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.clients,
             round(r.ours.per_sec()),
@@ -298,11 +300,13 @@ fn print_rows(rows: &[Row], header: bool) {
             f(r.baseline.as_ref().map(|b| b.per_sec())),
             f(r.baseline.as_ref().map(|b| b.quantile_ms(0.5))),
             f(r.ratio()),
-            f(r.writes_per_commit),
+            f(r.commits.map(|c| c.writes)),
+            f(r.commits.map(|c| c.pages_per_sync)),
+            f(r.commits.map(|c| c.sync_ms)),
             // Only where the row's own operations write: while others write (sync during sends),
             // the commit threads' CPU is theirs. The sync threads' counts too: what an fdatasync
             // costs the kernel is charged to whichever of the two threads ran it.
-            f(r.writes_per_commit.and(commit_cpu(&r.ours))),
+            f(r.commits.and(commit_cpu(&r.ours))),
         );
     }
 }

@@ -93,16 +93,10 @@ impl Bench {
                 (self.quiesce)().await?;
                 while heard.try_recv().is_ok() {} // the sender's own notices
             }
-            rows.push(Row {
-                scenario: label.clone(),
-                clients: 1,
-                ours: samples,
-                baseline: None,
-                writes_per_commit: None,
-            });
+            rows.push(Row { scenario: label.clone(), clients: 1, ours: samples, baseline: None, commits: None });
             if members > 2 {
                 let scenario = format!("{label}: the last member");
-                rows.push(Row { scenario, clients: 1, ours: last, baseline: None, writes_per_commit: None });
+                rows.push(Row { scenario, clients: 1, ours: last, baseline: None, commits: None });
             }
         }
         Ok(rows)

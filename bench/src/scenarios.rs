@@ -4,6 +4,7 @@
 use crate::api::{Api, User};
 use crate::baseline::Direct;
 use crate::measure::{self, Samples};
+use im_shared::redb_file::CommitStats;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,8 +21,40 @@ pub struct Row {
     pub clients: usize,
     pub ours: Samples,
     pub baseline: Option<Samples>,
-    /// Table writes per durable commit during the run (group commit at work).
-    pub writes_per_commit: Option<f64>,
+    /// The durable commits made during the run, where there were any.
+    pub commits: Option<Commits>,
+}
+
+/// What a run's group commits were like: how many table writes shared each, and what each
+/// fdatasync made durable (pages written since the one before) and how long it took. The
+/// disk's time per send is `sync_ms / writes`.
+#[derive(Debug, Clone, Copy)]
+pub struct Commits {
+    pub writes: f64,
+    pub pages_per_sync: f64,
+    pub sync_ms: f64,
+}
+
+impl Commits {
+    /// From the counters' growth over a run (`made`: see [`since`]); `None` if nothing committed.
+    fn of(made: CommitStats) -> Option<Self> {
+        (made.commits > 0 && made.syncs > 0).then(|| Commits {
+            writes: made.writes as f64 / made.commits as f64,
+            pages_per_sync: made.bytes_written as f64 / 4096.0 / made.syncs as f64,
+            sync_ms: made.sync_nanos as f64 / 1e6 / made.syncs as f64,
+        })
+    }
+}
+
+/// How much the commit counters grew from `before` to `after`, added to `so_far`.
+fn since(so_far: CommitStats, before: CommitStats, after: CommitStats) -> CommitStats {
+    CommitStats {
+        commits: so_far.commits + after.commits - before.commits,
+        writes: so_far.writes + after.writes - before.writes,
+        bytes_written: so_far.bytes_written + after.bytes_written - before.bytes_written,
+        syncs: so_far.syncs + after.syncs - before.syncs,
+        sync_nanos: so_far.sync_nanos + after.sync_nanos - before.sync_nanos,
+    }
 }
 
 impl Row {
@@ -36,7 +69,7 @@ pub struct Bench {
     pub api: Api,
     pub run: Duration,
     pub direct: Arc<Direct>,
-    pub stats: Box<dyn Fn() -> im_shared::redb_file::CommitStats + Send + Sync>,
+    pub stats: Box<dyn Fn() -> CommitStats + Send + Sync>,
     pub quiesce: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
     /// Pairs of friends: (sender, recipient, conversation).
     pairs: Vec<(User, User, String)>,
@@ -54,7 +87,7 @@ impl Bench {
         api: Api,
         run: Duration,
         direct: Direct,
-        stats: Box<dyn Fn() -> im_shared::redb_file::CommitStats + Send + Sync>,
+        stats: Box<dyn Fn() -> CommitStats + Send + Sync>,
         quiesce: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
     ) -> Self {
         Bench { api, run, direct: Arc::new(direct), stats, quiesce, pairs: Vec::new(), seeded: 0 }
@@ -75,7 +108,7 @@ impl Bench {
     }
 
     /// Runs `op` at each client count with the commit counter around it.
-    async fn ours<F, Fut>(&self, clients: usize, op: F) -> Result<(Samples, Option<f64>), String>
+    async fn ours<F, Fut>(&self, clients: usize, op: F) -> Result<(Samples, Option<Commits>), String>
     where
         F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
@@ -84,9 +117,7 @@ impl Bench {
         let before = (self.stats)();
         let samples = measure::clients(clients, self.run, op).await?;
         let after = (self.stats)();
-        let commits = after.commits - before.commits;
-        let per_commit = (commits > 0).then(|| (after.writes - before.writes) as f64 / commits as f64);
-        Ok((samples, per_commit))
+        Ok((samples, Commits::of(since(CommitStats::default(), before, after))))
     }
 
     fn baseline(
@@ -124,7 +155,7 @@ impl Bench {
                 clients,
                 ours,
                 baseline: Some(baseline),
-                writes_per_commit: per_commit,
+                commits: per_commit,
             });
         }
         Ok(rows)
@@ -223,7 +254,7 @@ impl Bench {
                     clients,
                     ours,
                     baseline: Some(baseline?),
-                    writes_per_commit: per_commit,
+                    commits: per_commit,
                 });
             }
         }
@@ -256,7 +287,7 @@ impl Bench {
                 clients,
                 ours,
                 baseline: Some(baseline),
-                writes_per_commit: None,
+                commits: None,
             });
         }
         Ok(rows)
@@ -311,7 +342,7 @@ impl Bench {
                 clients,
                 ours,
                 baseline: Some(baseline),
-                writes_per_commit: None,
+                commits: None,
             });
         }
         Ok(rows)
@@ -335,13 +366,7 @@ impl Bench {
                     }
                 })
                 .await?;
-            rows.push(Row {
-                scenario: "search, one word".into(),
-                clients,
-                ours,
-                baseline: None,
-                writes_per_commit: None,
-            });
+            rows.push(Row { scenario: "search, one word".into(), clients, ours, baseline: None, commits: None });
         }
         Ok(rows)
     }
@@ -364,7 +389,7 @@ impl Bench {
                 10
             };
             let mut ours = Samples::default();
-            let mut writes = (0, 0);
+            let mut made = CommitStats::default();
             for rep in 0..reps {
                 (self.quiesce)().await?;
                 let mut after = self.api.sync_end(last).await?;
@@ -387,9 +412,7 @@ impl Bench {
                 let took = t.elapsed();
                 ours.latencies.push(took);
                 ours.elapsed += took;
-                let after_stats = (self.stats)();
-                writes.0 += after_stats.writes - before.writes;
-                writes.1 += after_stats.commits - before.commits;
+                made = since(made, before, (self.stats)());
             }
             let ids: Vec<String> = members[..n].iter().map(|m| m.id.clone()).collect();
             let mut baseline = Samples::default();
@@ -404,7 +427,7 @@ impl Bench {
                 clients: 1,
                 ours,
                 baseline: Some(baseline),
-                writes_per_commit: (writes.1 > 0).then(|| writes.0 as f64 / writes.1 as f64),
+                commits: Commits::of(made),
             });
         }
         Ok(rows)

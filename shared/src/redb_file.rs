@@ -30,7 +30,7 @@
 //! failed commit wrote is not visible after the reopen. A failed fdatasync counts the same: it
 //! fails its batch, and `redb_sync` latches it so that the batch built on it fails too.
 
-use crate::redb_sync::Syncer;
+use crate::redb_sync::{DiskCounters, Syncer};
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::fs::OpenOptions;
 use std::panic::AssertUnwindSafe;
@@ -156,6 +156,8 @@ struct Shared {
     /// Commits made and the writes they carried (refused ones included), for `stats`.
     commits: AtomicU64,
     writes: AtomicU64,
+    /// What the file's writes and syncs cost the disk, for `stats`.
+    disk: Arc<DiskCounters>,
     /// Creates the tables a fresh file needs (idempotent), on every open.
     init: fn(&Database) -> Result<(), redb::Error>,
     current: Mutex<State>,
@@ -205,13 +207,15 @@ struct Committed {
 
 impl RedbFile {
     pub fn open(path: &Path, init: fn(&Database) -> Result<(), redb::Error>) -> Result<Self, redb::Error> {
-        let opened = Shared::open_db(path, init)?;
+        let disk = Arc::<DiskCounters>::default();
+        let opened = Shared::open_db(path, init, &disk)?;
         let view = opened.db.begin_read()?;
         let state = State { view: Some(Arc::new(view)), db: Some(opened), logged_at: None, unlogged: 0 };
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             commits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            disk,
             init,
             current: Mutex::new(state),
         });
@@ -279,11 +283,15 @@ impl RedbFile {
     }
 }
 
-/// How well writes share commits: the benchmark prints `writes / commits`.
+/// How well writes share commits (the benchmark prints `writes / commits`), and what the
+/// commits cost the disk: bytes written, fdatasyncs and their time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommitStats {
     pub commits: u64,
     pub writes: u64,
+    pub bytes_written: u64,
+    pub syncs: u64,
+    pub sync_nanos: u64,
 }
 
 impl RedbFile {
@@ -291,6 +299,9 @@ impl RedbFile {
         CommitStats {
             commits: self.shared.commits.load(Ordering::Relaxed),
             writes: self.shared.writes.load(Ordering::Relaxed),
+            bytes_written: self.shared.disk.bytes.load(Ordering::Relaxed),
+            syncs: self.shared.disk.syncs.load(Ordering::Relaxed),
+            sync_nanos: self.shared.disk.sync_nanos.load(Ordering::Relaxed),
         }
     }
 }
@@ -307,9 +318,13 @@ impl Drop for RedbFile {
 }
 
 impl Shared {
-    fn open_db(path: &Path, init: fn(&Database) -> Result<(), redb::Error>) -> Result<Arc<Opened>, redb::Error> {
+    fn open_db(
+        path: &Path,
+        init: fn(&Database) -> Result<(), redb::Error>,
+        disk: &Arc<DiskCounters>,
+    ) -> Result<Arc<Opened>, redb::Error> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        let syncer = Syncer::new(file)?;
+        let syncer = Syncer::new(file, disk.clone())?;
         let db = redb::Builder::new().create_with_backend(syncer.backend())?;
         init(&db)?;
         Ok(Arc::new(Opened { db, syncer }))
@@ -428,10 +443,12 @@ impl Shared {
         }
         // Fails (DatabaseAlreadyOpen) while an operation that started before the failure still
         // holds the old handle; the next call tries again.
-        let reopened =
-            Self::open_db(&self.path, self.init).and_then(|opened| Ok((opened.db.begin_read()?, opened))).map_err(
-                |e| Failure { io: true, message: format!("{} cannot be opened again yet: {e}", self.path.display()) },
-            );
+        let reopened = Self::open_db(&self.path, self.init, &self.disk)
+            .and_then(|opened| Ok((opened.db.begin_read()?, opened)))
+            .map_err(|e| Failure {
+                io: true,
+                message: format!("{} cannot be opened again yet: {e}", self.path.display()),
+            });
         let (view, opened) = reopened?;
         tracing::debug!(path = %self.path.display(), "reopened after an I/O failure");
         let view = Arc::new(view);
@@ -555,6 +572,9 @@ mod tests {
         let stats = file.stats();
         assert_eq!(stats.writes, 200);
         assert!(stats.commits < 200, "no commit was shared: {stats:?}");
+        // Each commit was made durable by a sync of its own pages.
+        assert!(stats.syncs >= stats.commits && stats.sync_nanos > 0, "{stats:?}");
+        assert!(stats.bytes_written >= 4096 * stats.commits, "{stats:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
