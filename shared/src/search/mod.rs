@@ -2,8 +2,9 @@
 //! OpenSearch is the model; the embedded adapter is tantivy. Both analyse text with
 //! [`analyzer`], so they return the same hits.
 //!
-//! Hits are ordered by `(time desc, tiebreak desc)`, where `tiebreak` is a hash of the document
-//! id, so the order is total and a cursor (the last hit's pair) continues exactly after it.
+//! Hits are ordered by `(time desc, tiebreak desc)`, where `tiebreak` is a message's seq, then a
+//! hash of the document id ([`tiebreak`]), so the order is total and a cursor (the last hit's
+//! pair) continues exactly after it.
 //! Membership filters are part of the query the engine runs (a terms filter on conversation
 //! ids), so pages stay full however many conversations a user is in.
 
@@ -50,11 +51,17 @@ pub fn message_id(conversation_id: &str, seq: i64) -> String {
     format!("{conversation_id}/{seq}")
 }
 
-/// Orders hits with equal times: a stable hash of the document id (FNV-1a, 63 bits so that it
-/// is a non-negative long in OpenSearch too).
+/// Orders hits with equal times (a non-negative long, as OpenSearch wants). A message's id ends
+/// in its seq (`conversation/seq`), which takes the high bits: two messages of a conversation
+/// sent within the same millisecond then come newest first, as the API promises. The low bits
+/// (a group's whole tiebreak) are a stable hash of the id (FNV-1a), so the order is total and
+/// a cursor continues exactly after its hit.
 pub fn tiebreak(id: &str) -> i64 {
-    let h = id.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
-    (h >> 1) as i64
+    let hash = id.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3)) >> 1;
+    match id.rsplit_once('/').and_then(|(_, seq)| seq.parse::<u32>().ok()) {
+        Some(seq) => (i64::from(seq.min(i32::MAX as u32)) << 32) | (hash & 0xffff_ffff) as i64,
+        None => hash as i64,
+    }
 }
 
 /// Where a page ends: the last hit's sort values.
@@ -115,4 +122,20 @@ pub trait Search: Send + Sync + 'static {
     async fn search_groups(&self, q: SearchQuery) -> Result<Hits, SearchError>;
     /// Removes every document (before a rebuild).
     async fn clear(&self) -> Result<(), SearchError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_times_put_the_later_message_of_a_conversation_first() {
+        for seq in [1, 2, 9, 10, 99, 100, 1_000_000] {
+            let (earlier, later) = (tiebreak(&message_id("c_x", seq)), tiebreak(&message_id("c_x", seq + 1)));
+            assert!(0 <= earlier && earlier < later, "seq {seq}: {earlier} then {later}");
+        }
+        assert_ne!(tiebreak("c_a/7"), tiebreak("c_b/7"), "same seq, other conversation");
+        assert!(tiebreak("g_group") >= 0);
+        assert!(tiebreak("c_x/99999999999") >= 0, "a seq past 32 bits stays non-negative");
+    }
 }
