@@ -15,6 +15,8 @@ pub mod queue;
 #[cfg(feature = "embedded")]
 pub mod redb_file;
 #[cfg(feature = "embedded")]
+pub mod redb_journal;
+#[cfg(feature = "embedded")]
 pub mod redb_sync;
 pub mod schema;
 pub mod search;

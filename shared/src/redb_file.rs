@@ -3,18 +3,19 @@
 //!
 //! **Group commit.** Every write goes to one committer thread per file. It takes every write
 //! that is waiting, runs them one after the other in a single redb write transaction and commits
-//! it once (`Durability::Immediate`: one fsync). Concurrent writes thus share one disk sync
-//! instead of queueing for one each, and nothing changes for a caller: a write is acknowledged
-//! only once it is durable, each write sees the ones before it (the order is the commit order),
-//! and a commit that fails fails every write in it.
+//! it once (`Durability::Immediate`: one sync, of the write-ahead journal under the file, see
+//! `redb_journal`). Concurrent writes thus share one disk sync instead of queueing for one
+//! each, and nothing changes for a caller: a write is acknowledged only once it is durable,
+//! each write sees the ones before it (the order is the commit order), and a commit that fails
+//! fails every write in it.
 //!
-//! **The sync runs behind the next batch.** The commit's fdatasync is left to a second thread
-//! (see `redb_sync`), which answers the batch's writes once it is done, while the committer
-//! already runs the next batch; that batch waits for the sync only when it first writes to the
-//! file, so the file sees the same writes and syncs in the same order as before. Readers are
-//! given the database as the last *synced* commit left it (a read transaction opened after the
-//! commit and handed over once it is durable): nobody reads what a power cut could take away,
-//! and a write is visible to every read that starts after its answer.
+//! **The sync runs behind the next batch.** The commit's sync is left to a second thread (see
+//! `redb_sync`), which answers the batch's writes once it is done, while the committer already
+//! runs the next batch (and seals its record, but does not run a third before the first is
+//! synced). Readers are given the database as the last *synced* commit left it (a read
+//! transaction opened after the commit and handed over once it is durable): nobody reads what a
+//! power cut could take away, and a write is visible to every read that starts after its
+//! answer.
 //!
 //! A write that fails before writing anything (a failed condition: [`IoFailure::wrote_nothing`])
 //! simply answers its error and the others go ahead. One that fails any other way may have
@@ -324,7 +325,7 @@ impl Shared {
         disk: &Arc<DiskCounters>,
     ) -> Result<Arc<Opened>, redb::Error> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        let syncer = Syncer::new(file, disk.clone())?;
+        let syncer = Syncer::new(path, file, disk.clone())?;
         let db = redb::Builder::new().create_with_backend(syncer.backend())?;
         init(&db)?;
         Ok(Arc::new(Opened { db, syncer }))
