@@ -49,9 +49,11 @@ pub struct DiskCounters {
 /// the sync thread.
 #[derive(Debug)]
 pub struct Syncer {
+    /// Declared before `file`, so dropped first: its checkpoint thread has stopped before the
+    /// data file's lock is let go (and another handle may open and replay the file).
+    journal: Journal,
     /// The data file, for its locks; its bytes are the journal's.
     file: FileBackend,
-    journal: Journal,
     counters: Arc<DiskCounters>,
     /// Set by the commit thread while it commits a batch: redb's sync is then owed, not done.
     defer: AtomicBool,
@@ -89,8 +91,8 @@ impl Syncer {
         // database would corrupt it.
         let file = FileBackend::new(file)?;
         Ok(Arc::new(Syncer {
-            file,
             journal: Journal::open(path, data)?,
+            file,
             counters,
             defer: AtomicBool::new(false),
             state: Mutex::default(),
