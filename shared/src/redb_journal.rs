@@ -10,10 +10,12 @@
 //!
 //! **How.** redb reads and writes whole pages through [`Journal`], which keeps every page
 //! written since the last checkpoint in memory (the overlay, which answers reads first) and does
-//! not touch the data file. A sync appends the pages written since the last one, and the file's
-//! length, to the journal as one checksummed record with the next sequence number, and
-//! fdatasyncs the journal alone. The journal is a ring of fixed size, allocated when the file
-//! is created, so that a sync never changes its size. When half of the ring holds records not
+//! not touch the data file. When redb asks for a sync, the pages written since the last one and
+//! the file's length are sealed as the next record ([`Journal::seal`]: fixed there, so the
+//! writes after it go to the record after); [`Journal::flush`] writes every sealed record into
+//! the journal, one after the other, each checksummed and numbered, and fdatasyncs the journal
+//! alone. The journal is a ring of fixed size, allocated and written when the file is created,
+//! so that a sync never changes its size or its extents. When half of the ring holds records not
 //! yet checkpointed, a checkpoint thread writes the overlay's pages, as the last synced record
 //! left them, to the data file a few at a time (so a journal sync never queues behind more than
 //! a few page writes), fdatasyncs it, and only then records in the journal's header that the
@@ -22,8 +24,9 @@
 //! **Recovery.** Opening the file replays the records after the header's checkpoint onto the
 //! data file in sequence order, fdatasyncs it and checkpoints, before redb reads anything. A torn
 //! record (a crash while it was written) fails its checksum and ends the replay; its sync never
-//! returned, so nothing acknowledged depended on it. Syncs run one at a time, so at most one
-//! record lies beyond the acknowledged ones.
+//! returned, so nothing acknowledged depended on it, nor on the records after it. Each open
+//! starts a new epoch, which its records carry, and a replay takes only the header's epoch: a
+//! record kept past a lost one cannot pass for the one written in its place after the crash.
 //!
 //! **Invariants.** (1) The data file only ever holds the state of a synced record, as a whole
 //! or on its way there during a checkpoint: a checkpoint writes the image of one record's state
@@ -31,8 +34,8 @@
 //! its header page in place, and a later header over an earlier checkpoint would name a root the
 //! data file does not hold. (2) The header moves past a record only once the data file holds
 //! that record's state durably, and the ring's room behind the header is reused only once the
-//! header is durable. (3) Sequence numbers never repeat, so a record left in the ring from an
-//! earlier lap never passes for the one the replay expects.
+//! header is durable. (3) Within an epoch sequence numbers never repeat, so a record left in the
+//! ring from an earlier lap never passes for the one the replay expects.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -59,8 +62,8 @@ const HEADER_MAGIC: u32 = 0x4a48_4d31; // "1MHJ"
 const HEADER_LEN: usize = 40;
 const RECORD_MAGIC: u32 = 0x4a52_4d31; // "1MRJ"
 /// A record's head: magic (u32), CRC-32 of what follows it (u32), sequence number (u64), the
-/// file's length (u64), page count (u32), padding (u32); then each page's number (u64) and
-/// bytes. The record takes whole pages of the ring.
+/// file's length (u64), page count (u32), the epoch of the open that wrote it (its low 32
+/// bits); then each page's number (u64) and bytes. The record takes whole pages of the ring.
 const RECORD_HEAD: usize = 32;
 
 /// The journal's path beside a data file.
@@ -121,8 +124,9 @@ struct Log {
     /// Records sealed and not yet written, oldest first, and the last record synced.
     sealed: VecDeque<Sealed>,
     synced: u64,
-    /// The generation of the header slot last written.
+    /// The generation of the header slot last written, and this open's epoch.
     generation: u64,
+    epoch: u64,
     checkpointing: bool,
     /// The first failed checkpoint: every later sync fails with it, so the file is reopened.
     failed: Option<String>,
@@ -155,6 +159,9 @@ struct Snapshot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Header {
     generation: u64,
+    /// Counts the opens of the file: the records written since the last one carry it, and a
+    /// replay takes no other (see `replay`).
+    epoch: u64,
     /// The data file holds every record up to this one.
     checkpoint: u64,
     /// Where the record after it is (or will be) in the ring.
@@ -168,6 +175,7 @@ impl Header {
         out[8..16].copy_from_slice(&self.generation.to_le_bytes());
         out[16..24].copy_from_slice(&self.checkpoint.to_le_bytes());
         out[24..32].copy_from_slice(&self.tail.to_le_bytes());
+        out[32..40].copy_from_slice(&self.epoch.to_le_bytes());
         let crc = crc32fast::hash(&out[8..]);
         out[4..8].copy_from_slice(&crc.to_le_bytes());
         out
@@ -180,6 +188,7 @@ impl Header {
             generation: u64_at(8),
             checkpoint: u64_at(16),
             tail: u64_at(24),
+            epoch: u64_at(32),
         })
     }
 }
@@ -215,6 +224,7 @@ impl Journal {
                 sealed: VecDeque::new(),
                 synced: header.checkpoint,
                 generation: header.generation,
+                epoch: header.epoch,
                 checkpointing: false,
                 failed: None,
             }),
@@ -343,7 +353,10 @@ impl Journal {
     /// Called by one thread at a time (`redb_sync` runs one sync at a time).
     pub fn flush(&self) -> io::Result<()> {
         let inner = &self.inner;
-        let sealed: Vec<Sealed> = lock(&inner.log).sealed.drain(..).collect();
+        let (sealed, epoch) = {
+            let mut log = lock(&inner.log);
+            (log.sealed.drain(..).collect::<Vec<Sealed>>(), log.epoch)
+        };
         let Some(last) = sealed.last().map(|s| s.record.seq) else {
             return match &lock(&inner.log).failed {
                 Some(e) => Err(io::Error::other(format!("an earlier write of the journal failed: {e}"))),
@@ -353,7 +366,7 @@ impl Journal {
         let written = sealed
             .iter()
             .try_for_each(|s| {
-                let bytes = encode_record(s.record.seq, s.len, &s.pages, s.record.size);
+                let bytes = encode_record(epoch, s.record.seq, s.len, &s.pages, s.record.size);
                 inner.journal.write_all_at(&bytes, s.record.pos)
             })
             .and_then(|()| inner.journal.sync_data());
@@ -396,7 +409,7 @@ impl Journal {
         let seq = log.next_seq;
         log.next_seq += 1;
         log.synced = seq;
-        let header = Header { generation: log.generation + 1, checkpoint: seq, tail: log.head };
+        let header = Header { generation: log.generation + 1, epoch: log.epoch, checkpoint: seq, tail: log.head };
         write_header(&inner.journal, header)?;
         log.generation = header.generation;
         drop(log);
@@ -534,12 +547,12 @@ impl Inner {
             }
         }
         self.data.sync_data()?;
-        let (generation, tail) = {
+        let (generation, epoch, tail) = {
             let log = lock(&self.log);
             let next = log.live.iter().find(|r| r.seq > snapshot.seq);
-            (log.generation + 1, next.map_or(log.head, |r| r.pos))
+            (log.generation + 1, log.epoch, next.map_or(log.head, |r| r.pos))
         };
-        let header = Header { generation, checkpoint: snapshot.seq, tail };
+        let header = Header { generation, epoch, checkpoint: snapshot.seq, tail };
         write_header(&self.journal, header)?;
         Ok(header)
     }
@@ -571,14 +584,14 @@ fn record_size(pages: usize) -> u64 {
     raw.div_ceil(PAGE) * PAGE
 }
 
-fn encode_record(seq: u64, len: u64, pages: &[(u64, Arc<[u8]>)], size: u64) -> Vec<u8> {
+fn encode_record(epoch: u64, seq: u64, len: u64, pages: &[(u64, Arc<[u8]>)], size: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(size as usize);
     out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
     out.extend_from_slice(&[0; 4]); // the CRC, below
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&(pages.len() as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(epoch as u32).to_le_bytes());
     for (page, bytes) in pages {
         out.extend_from_slice(&page.to_le_bytes());
         out.extend_from_slice(bytes);
@@ -597,8 +610,8 @@ struct Replayed {
     size: u64,
 }
 
-/// The record at `pos` if it is whole and numbered `seq`.
-fn read_record(journal: &File, ring: u64, pos: u64, seq: u64) -> io::Result<Option<Replayed>> {
+/// The record at `pos` if it is whole, numbered `seq` and written in `epoch`.
+fn read_record(journal: &File, ring: u64, pos: u64, seq: u64, epoch: u64) -> io::Result<Option<Replayed>> {
     if pos + RECORD_HEAD as u64 > ring {
         return Ok(None);
     }
@@ -606,7 +619,7 @@ fn read_record(journal: &File, ring: u64, pos: u64, seq: u64) -> io::Result<Opti
     journal.read_exact_at(&mut head, pos)?;
     let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
     let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    if u32_at(&head, 0) != RECORD_MAGIC || u64_at(&head, 8) != seq {
+    if u32_at(&head, 0) != RECORD_MAGIC || u64_at(&head, 8) != seq || u32_at(&head, 28) != epoch as u32 {
         return Ok(None);
     }
     let count = u32_at(&head, 24) as usize;
@@ -648,7 +661,7 @@ fn write_header(journal: &File, header: Header) -> io::Result<()> {
 fn create(path: &Path, journal: &File, ring: u64) -> io::Result<Header> {
     journal.set_len(0)?;
     allocate(journal, ring)?;
-    let header = Header { generation: 1, checkpoint: 0, tail: RECORDS };
+    let header = Header { generation: 1, epoch: 0, checkpoint: 0, tail: RECORDS };
     write_header(journal, header)?;
     journal.sync_all()?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -672,14 +685,20 @@ fn allocate(journal: &File, ring: u64) -> io::Result<()> {
 }
 
 /// Applies the records after the header's checkpoint to the data file, syncs it and moves the
-/// header past them; the header and where the next record goes.
-fn replay(data: &File, journal: &File, ring: u64, mut header: Header) -> io::Result<(Header, u64)> {
+/// header past them, into a new epoch; the header and where the next record goes.
+///
+/// Only records of the header's epoch count. One flush writes several records, and a power
+/// cut may keep a later one of them and lose an earlier: the replay stops at the lost one, and
+/// the records written after it, in the new epoch, may land exactly where the kept one lies and
+/// take its number. Its old epoch tells it apart.
+fn replay(data: &File, journal: &File, ring: u64, header: Header) -> io::Result<(Header, u64)> {
     let (mut pos, mut seq, mut applied) = (header.tail, header.checkpoint + 1, 0u64);
+    let epoch = header.epoch;
     loop {
-        let found = match read_record(journal, ring, pos, seq)? {
+        let found = match read_record(journal, ring, pos, seq, epoch)? {
             Some(r) => Some((pos, r)),
             // A record that did not fit before the end of the ring went to its start.
-            None if pos != RECORDS => read_record(journal, ring, RECORDS, seq)?.map(|r| (RECORDS, r)),
+            None if pos != RECORDS => read_record(journal, ring, RECORDS, seq, epoch)?.map(|r| (RECORDS, r)),
             None => None,
         };
         let Some((at, Replayed { len, pages, size })) = found else { break };
@@ -693,10 +712,10 @@ fn replay(data: &File, journal: &File, ring: u64, mut header: Header) -> io::Res
     }
     if applied > 0 {
         data.sync_data()?;
-        header = Header { generation: header.generation + 1, checkpoint: seq - 1, tail: pos };
-        write_header(journal, header)?;
         tracing::info!(records = applied, "replayed the write-ahead journal after an unclean stop");
     }
+    let header = Header { generation: header.generation + 1, epoch: epoch + 1, checkpoint: seq - 1, tail: pos };
+    write_header(journal, header)?;
     Ok((header, pos))
 }
 
@@ -786,6 +805,31 @@ mod tests {
     }
 
     #[test]
+    fn a_record_kept_past_a_lost_one_is_not_replayed_after_the_next_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path());
+        for fill in [1, 2, 3] {
+            j.write(0, &page(fill)).unwrap();
+            j.seal().unwrap();
+        }
+        j.flush().unwrap(); // one flush for three records
+        let second = lock(&j.inner.log).live[1];
+        crash(j);
+        // The power cut kept the third record and lost part of the second.
+        let journal = OpenOptions::new().write(true).open(journal_path(&dir.path().join("d"))).unwrap();
+        journal.write_all_at(&page(7), second.pos + second.size - PAGE).unwrap();
+        let j = open(dir.path());
+        assert_eq!(read(&j, 0), 1);
+        // The next two records take the lost ones' places and numbers; only the first is synced
+        // before the next crash, so the old third record lies where the new one would be.
+        j.write(0, &page(4)).unwrap();
+        sync(&j);
+        crash(j);
+        let j = open(dir.path());
+        assert_eq!(read(&j, 0), 4, "the old third record, of an earlier epoch, was replayed");
+    }
+
+    #[test]
     fn checkpoints_free_the_ring_and_keep_every_record() {
         let dir = tempfile::tempdir().unwrap();
         let j = open(dir.path());
@@ -863,12 +907,13 @@ mod tests {
         );
         let journal = File::open(journal_path(&dir.path().join("d"))).unwrap();
         let header = read_header(&journal).unwrap().unwrap();
-        assert_eq!(read_record(&journal, RING, header.tail, header.checkpoint + 1).unwrap(), None, "nothing to replay");
+        let next = read_record(&journal, RING, header.tail, header.checkpoint + 1, header.epoch).unwrap();
+        assert_eq!(next, None, "nothing to replay");
     }
 
     #[test]
     fn a_torn_header_slot_leaves_the_other() {
-        let h = Header { generation: 7, checkpoint: 3, tail: RECORDS };
+        let h = Header { generation: 7, epoch: 2, checkpoint: 3, tail: RECORDS };
         let mut b = h.encode().to_vec();
         assert_eq!(Header::decode(&b), Some(h));
         b[20] ^= 1;
