@@ -128,8 +128,18 @@ struct Log {
     generation: u64,
     epoch: u64,
     checkpointing: bool,
-    /// The first failed checkpoint: every later sync fails with it, so the file is reopened.
+    /// The first failed journal write or checkpoint: every later seal and flush fails with
+    /// it, so the file is reopened (and replayed).
     failed: Option<String>,
+}
+
+impl Log {
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some(e) => Err(io::Error::other(format!("an earlier write of the journal failed: {e}"))),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -309,9 +319,7 @@ impl Journal {
         // The log, then the pages: the order `start_checkpoint` takes them in.
         let mut log = lock(&inner.log);
         loop {
-            if let Some(e) = &log.failed {
-                return Err(io::Error::other(format!("an earlier write of the journal failed: {e}")));
-            }
+            log.check()?;
             let mut mem = lock(&inner.mem);
             if mem.before.is_empty() && mem.len == mem.recorded_len {
                 return Ok(());
@@ -357,12 +365,7 @@ impl Journal {
             let mut log = lock(&inner.log);
             (log.sealed.drain(..).collect::<Vec<Sealed>>(), log.epoch)
         };
-        let Some(last) = sealed.last().map(|s| s.record.seq) else {
-            return match &lock(&inner.log).failed {
-                Some(e) => Err(io::Error::other(format!("an earlier write of the journal failed: {e}"))),
-                None => Ok(()),
-            };
-        };
+        let Some(last) = sealed.last().map(|s| s.record.seq) else { return lock(&inner.log).check() };
         let written = sealed
             .iter()
             .try_for_each(|s| {
@@ -413,13 +416,7 @@ impl Journal {
         write_header(&inner.journal, header)?;
         log.generation = header.generation;
         drop(log);
-        let mut mem = lock(&inner.mem);
-        mem.data_len = len;
-        for (page, bytes) in pages {
-            if mem.pages.get(page).is_some_and(|b| Arc::ptr_eq(b, bytes)) {
-                mem.pages.remove(page);
-            }
-        }
+        lock(&inner.mem).written_back(pages, len);
         Ok(())
     }
 
@@ -448,6 +445,17 @@ impl Drop for Journal {
 }
 
 impl Mem {
+    /// The data file now holds `pages` (durably) and has length `len`: reads of a page not
+    /// written again since go to the data file.
+    fn written_back(&mut self, pages: &[(u64, Arc<[u8]>)], len: u64) {
+        self.data_len = len;
+        for (page, bytes) in pages {
+            if self.pages.get(page).is_some_and(|b| Arc::ptr_eq(b, bytes)) {
+                self.pages.remove(page);
+            }
+        }
+    }
+
     /// The pages changed since the last record, with their bytes now, and the length: the next
     /// record's contents, after which they count as recorded.
     fn take_changes(&mut self) -> (Pages, u64) {
@@ -518,13 +526,7 @@ impl Inner {
                     log.live.pop_front();
                 }
                 drop(log);
-                let mut mem = lock(&self.mem);
-                mem.data_len = snapshot.len;
-                for (page, bytes) in &snapshot.pages {
-                    if mem.pages.get(page).is_some_and(|b| Arc::ptr_eq(b, bytes)) {
-                        mem.pages.remove(page);
-                    }
-                }
+                lock(&self.mem).written_back(&snapshot.pages, snapshot.len);
             }
             Err(e) => {
                 tracing::error!(error = %e, "checkpoint of the data file failed; it is reopened on the next write");
@@ -741,6 +743,12 @@ mod tests {
         std::mem::forget(j);
     }
 
+    /// A power cut in the middle of `record`: its last page is not what was written.
+    fn tear(dir: &Path, record: Record) {
+        let journal = OpenOptions::new().write(true).open(journal_path(&dir.join("d"))).unwrap();
+        journal.write_all_at(&page(7), record.pos + record.size - PAGE).unwrap();
+    }
+
     fn page(fill: u8) -> Vec<u8> {
         vec![fill; PAGE as usize]
     }
@@ -792,9 +800,7 @@ mod tests {
         sync(&j);
         let second = lock(&j.inner.log).live[1];
         crash(j);
-        // The second record's last page never reached the disk.
-        let journal = OpenOptions::new().write(true).open(journal_path(&dir.path().join("d"))).unwrap();
-        journal.write_all_at(&page(7), second.pos + second.size - PAGE).unwrap();
+        tear(dir.path(), second); // its last page never reached the disk
         let j = open(dir.path());
         assert_eq!(read(&j, 0), 1);
         // And the next record takes its place and number.
@@ -815,9 +821,7 @@ mod tests {
         j.flush().unwrap(); // one flush for three records
         let second = lock(&j.inner.log).live[1];
         crash(j);
-        // The power cut kept the third record and lost part of the second.
-        let journal = OpenOptions::new().write(true).open(journal_path(&dir.path().join("d"))).unwrap();
-        journal.write_all_at(&page(7), second.pos + second.size - PAGE).unwrap();
+        tear(dir.path(), second); // the power cut kept the third record and lost part of the second
         let j = open(dir.path());
         assert_eq!(read(&j, 0), 1);
         // The next two records take the lost ones' places and numbers; only the first is synced

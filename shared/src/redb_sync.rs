@@ -119,19 +119,19 @@ impl Syncer {
     /// Returns once every sync asked for up to `ticket` is done, doing it here if no other
     /// thread is; an error if one of them failed.
     pub fn sync(&self, ticket: u64) -> io::Result<()> {
-        self.until(|state| state.done >= ticket).map(drop)
+        self.until(|state| state.done >= ticket)
     }
 
     /// Waits until `ready`, flushing the journal here whenever syncs are owed and no other
-    /// thread is flushing it; returns with the state locked.
-    fn until(&self, ready: impl Fn(&State) -> bool) -> io::Result<MutexGuard<'_, State>> {
+    /// thread is flushing it.
+    fn until(&self, ready: impl Fn(&State) -> bool) -> io::Result<()> {
         let mut state = self.lock();
         loop {
             if let Some(e) = &state.failed {
                 return Err(io::Error::other(format!("an earlier sync of the data file failed: {e}")));
             }
             if ready(&state) {
-                return Ok(state);
+                return Ok(());
             }
             if state.running || state.owed() == 0 {
                 state = self.synced.wait(state).unwrap_or_else(PoisonError::into_inner);
@@ -199,7 +199,7 @@ impl StorageBackend for Backend {
         if syncer.defer.load(Ordering::Acquire) {
             // One commit's sync under way and this one's waiting, at most: the commit thread
             // runs a batch while the disk syncs the one before, and no further ahead.
-            drop(syncer.until(|state| state.owed() < MOST_OWED)?);
+            syncer.until(|state| state.owed() < MOST_OWED)?;
         }
         syncer.journal.seal()?;
         let ticket = {
