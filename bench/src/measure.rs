@@ -142,10 +142,11 @@ where
     let op = Arc::new(op);
     let start = Instant::now();
     let (measure_from, end) = (start + WARM_UP, start + WARM_UP + run);
-    let threads: Vec<_> = (0..clients)
+    let threads: Vec<std::thread::JoinHandle<_>> = (0..clients)
         .map(|c| {
             let op = op.clone();
-            std::thread::spawn(move || {
+            // Named, so that neither the CPU figures nor a profile mix these with the server's.
+            std::thread::Builder::new().name("baseline".into()).spawn(move || {
                 let mut latencies = Vec::new();
                 let mut i = 0;
                 loop {
@@ -161,7 +162,8 @@ where
                 }
             })
         })
-        .collect();
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot start a baseline thread: {e}"))?;
     let mut out = Samples::default();
     for t in threads {
         out.latencies.extend(t.join().map_err(|_| "a baseline thread panicked".to_string())??);
