@@ -14,7 +14,8 @@
 //! the file's length are sealed as the next record ([`Journal::seal`]: fixed there, so the
 //! writes after it go to the record after); [`Journal::flush`] writes every sealed record into
 //! the journal, one after the other, each checksummed and numbered, and fdatasyncs the journal
-//! alone. The journal is a ring of fixed size, allocated and written when the file is created,
+//! alone. A record holds each page without its trailing zeros: redb fills its pages from the
+//! front, and that tail was a third of the bytes a sync wrote. The journal is a ring of fixed size, allocated and written when the file is created,
 //! so that a sync never changes its size or its extents. When half of the ring holds records not
 //! yet checkpointed, a checkpoint thread writes the overlay's pages, as the last synced record
 //! left them, to the data file a few at a time (so a journal sync never queues behind more than
@@ -60,11 +61,20 @@ const RECORDS: u64 = PAGE;
 const SLOTS: [u64; 2] = [0, 512];
 const HEADER_MAGIC: u32 = 0x4a48_4d31; // "1MHJ"
 const HEADER_LEN: usize = 40;
-const RECORD_MAGIC: u32 = 0x4a52_4d31; // "1MRJ"
 /// A record's head: magic (u32), CRC-32 of what follows it (u32), sequence number (u64), the
-/// file's length (u64), page count (u32), the epoch of the open that wrote it (its low 32
-/// bits); then each page's number (u64) and bytes. The record takes whole pages of the ring.
-const RECORD_HEAD: usize = 32;
+/// file's length (u64), page count (u32), the epoch of the open that wrote it (its low 32 bits),
+/// the length of the body (u32) and 4 bytes unused. The body has each page's number (u64), the
+/// length of the page without its trailing zeros (u16), and those bytes: redb's pages are
+/// filled from the front, and a third of their bytes are that tail. The record takes whole
+/// pages of the ring.
+const RECORD_MAGIC: u32 = 0x4a52_4d32; // "2MRJ"
+const RECORD_HEAD: usize = 40;
+/// A page's number and length in a record's body.
+const ENTRY_HEAD: usize = 10;
+/// The first version's records (`cb2f744`), still replayed: the same head up to the epoch
+/// (32 bytes), then each page's number and all its bytes.
+const RECORD_MAGIC_V1: u32 = 0x4a52_4d31; // "1MRJ"
+const RECORD_HEAD_V1: usize = 32;
 
 /// The journal's path beside a data file.
 pub fn journal_path(data: &Path) -> PathBuf {
@@ -324,8 +334,8 @@ impl Journal {
             if mem.before.is_empty() && mem.len == mem.recorded_len {
                 return Ok(());
             }
-            let count = mem.before.keys().filter(|p| mem.pages.contains_key(p)).count();
-            let size = record_size(count);
+            let body: usize = mem.before.keys().filter_map(|p| mem.pages.get(p)).map(|b| ENTRY_HEAD + used(b)).sum();
+            let size = record_size(RECORD_HEAD + body);
             if let Some(pos) = fits(&log, inner.ring, size) {
                 let record = Record { seq: log.next_seq, pos, size };
                 // In the log before it is written, so that a checkpoint meanwhile keeps the
@@ -581,9 +591,23 @@ fn fits(log: &Log, ring: u64, size: u64) -> Option<u64> {
     }
 }
 
-fn record_size(pages: usize) -> u64 {
-    let raw = RECORD_HEAD as u64 + pages as u64 * (8 + PAGE);
-    raw.div_ceil(PAGE) * PAGE
+/// The ring's room for a record of `bytes` (head and body): whole pages, so that writing it
+/// never reads a page of the journal first.
+fn record_size(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(PAGE) * PAGE
+}
+
+/// How much of a page is left without its trailing zeros.
+fn used(page: &[u8]) -> usize {
+    let mut end = page.len();
+    // Eight bytes at a time first: this runs on every page of every commit.
+    while end >= 8 && page[end - 8..end] == [0; 8] {
+        end -= 8;
+    }
+    while end > 0 && page[end - 1] == 0 {
+        end -= 1;
+    }
+    end
 }
 
 fn encode_record(epoch: u64, seq: u64, len: u64, pages: &[(u64, Arc<[u8]>)], size: u64) -> Vec<u8> {
@@ -594,12 +618,18 @@ fn encode_record(epoch: u64, seq: u64, len: u64, pages: &[(u64, Arc<[u8]>)], siz
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&(pages.len() as u32).to_le_bytes());
     out.extend_from_slice(&(epoch as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 8]); // the body's length, below
     for (page, bytes) in pages {
+        let bytes = &bytes[..used(bytes)];
         out.extend_from_slice(&page.to_le_bytes());
+        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
         out.extend_from_slice(bytes);
     }
+    let body = (out.len() - RECORD_HEAD) as u32;
+    out[32..36].copy_from_slice(&body.to_le_bytes());
     let crc = crc32fast::hash(&out[8..]);
     out[4..8].copy_from_slice(&crc.to_le_bytes());
+    debug_assert!(out.len() as u64 <= size, "a record outgrew the room sealed for it");
     out.resize(size as usize, 0);
     out
 }
@@ -621,24 +651,54 @@ fn read_record(journal: &File, ring: u64, pos: u64, seq: u64, epoch: u64) -> io:
     journal.read_exact_at(&mut head, pos)?;
     let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
     let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    if u32_at(&head, 0) != RECORD_MAGIC || u64_at(&head, 8) != seq || u32_at(&head, 28) != epoch as u32 {
+    if u64_at(&head, 8) != seq || u32_at(&head, 28) != epoch as u32 {
         return Ok(None);
     }
     let count = u32_at(&head, 24) as usize;
-    let size = record_size(count);
+    let (head_len, body_len) = match u32_at(&head, 0) {
+        RECORD_MAGIC => (RECORD_HEAD, u32_at(&head, 32) as usize),
+        RECORD_MAGIC_V1 => (RECORD_HEAD_V1, count.saturating_mul(8 + PAGE as usize)),
+        _ => return Ok(None),
+    };
+    let size = record_size(head_len.saturating_add(body_len));
     if pos + size > ring {
         return Ok(None);
     }
-    let mut body = vec![0u8; count * (8 + PAGE as usize)];
-    journal.read_exact_at(&mut body, pos + RECORD_HEAD as u64)?;
+    let mut body = vec![0u8; body_len];
+    journal.read_exact_at(&mut body, pos + head_len as u64)?;
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&head[8..]);
+    hasher.update(&head[8..head_len]);
     hasher.update(&body);
     if hasher.finalize() != u32_at(&head, 4) {
         return Ok(None);
     }
-    let pages = body.chunks_exact(8 + PAGE as usize).map(|c| (u64_at(c, 0), c[8..].to_vec())).collect();
+    let pages = if head_len == RECORD_HEAD_V1 {
+        body.chunks_exact(8 + PAGE as usize).map(|c| (u64_at(c, 0), c[8..].to_vec())).collect()
+    } else {
+        match trimmed_pages(&body, count) {
+            Some(pages) => pages,
+            None => return Ok(None),
+        }
+    };
     Ok(Some(Replayed { len: u64_at(&head, 16), pages, size }))
+}
+
+/// The `count` pages of a record's body, each given back its trailing zeros; `None` if the
+/// body does not hold exactly that.
+fn trimmed_pages(body: &[u8], count: usize) -> Option<Vec<(u64, Vec<u8>)>> {
+    let mut pages = Vec::with_capacity(count.min(body.len() / ENTRY_HEAD));
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (entry, after) = rest.split_at_checked(ENTRY_HEAD)?;
+        let page = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
+        let n = u16::from_le_bytes([entry[8], entry[9]]) as usize;
+        let (bytes, after) = after.split_at_checked(n).filter(|_| n <= PAGE as usize)?;
+        let mut whole = vec![0u8; PAGE as usize];
+        whole[..n].copy_from_slice(bytes);
+        pages.push((page, whole));
+        rest = after;
+    }
+    (pages.len() == count).then_some(pages)
 }
 
 /// The newer of the two header slots that are whole, if any.
@@ -788,6 +848,76 @@ mod tests {
         drop(j);
         let j = open(dir.path());
         assert_eq!(read(&j, 3), 3);
+    }
+
+    /// The bytes of page `p` as redb reads them.
+    fn bytes(j: &Journal, p: u64) -> Vec<u8> {
+        let mut out = page(0);
+        j.read(p * PAGE, &mut out).unwrap();
+        out
+    }
+
+    /// `n` bytes of a pattern that ends in a non-zero byte, then zeros to the page's end.
+    fn front(n: usize) -> Vec<u8> {
+        let mut out = page(0);
+        for (i, b) in out[..n].iter_mut().enumerate() {
+            *b = if i % 7 == 3 { 0 } else { (i % 251) as u8 + 1 };
+        }
+        out[n - 1] = 0xEE;
+        out
+    }
+
+    #[test]
+    fn a_page_without_its_trailing_zeros_is_what_the_journal_writes() {
+        assert_eq!((used(&page(0)), used(&page(1)), used(&front(1)), used(&front(1003))), (0, 4096, 1, 1003));
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path());
+        j.write(0, &page(9)).unwrap();
+        j.write(PAGE, &page(9)).unwrap();
+        drop(j); // a clean close: the data file holds the 9s
+        let j = open(dir.path());
+        j.write(0, &front(100)).unwrap();
+        j.write(PAGE, &page(0)).unwrap();
+        j.write(2 * PAGE, &front(1003)).unwrap();
+        sync(&j);
+        // 40 bytes of head, 3 x 10 of page numbers and lengths, 1,103 of pages: one page of the
+        // ring, where whole pages took four.
+        assert_eq!(lock(&j.inner.log).live[0].size, PAGE);
+        crash(j);
+        let j = open(dir.path());
+        // The tails come back as zeros, over the 9s the data file held.
+        assert_eq!((bytes(&j, 0), bytes(&j, 1), bytes(&j, 2)), (front(100), page(0), front(1003)));
+        assert_eq!(std::fs::read(dir.path().join("d")).unwrap(), [front(100), page(0), front(1003)].concat());
+    }
+
+    /// A record as the first version wrote it: whole pages, no lengths.
+    fn encode_v1(epoch: u64, seq: u64, len: u64, pages: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        let mut out = RECORD_MAGIC_V1.to_le_bytes().to_vec();
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(pages.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(epoch as u32).to_le_bytes());
+        for (page, bytes) in pages {
+            out.extend_from_slice(&page.to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        let crc = crc32fast::hash(&out[8..]);
+        out[4..8].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// A journal left by the first version after a crash is replayed by this one.
+    #[test]
+    fn a_record_of_the_first_version_is_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        crash(open(dir.path()));
+        let journal = OpenOptions::new().read(true).write(true).open(journal_path(&dir.path().join("d"))).unwrap();
+        let header = read_header(&journal).unwrap().unwrap();
+        let record = encode_v1(header.epoch, header.checkpoint + 1, 2 * PAGE, &[(0, front(100)), (1, page(4))]);
+        journal.write_all_at(&record, header.tail).unwrap();
+        let j = open(dir.path());
+        assert_eq!((bytes(&j, 0), read(&j, 1), j.file_len()), (front(100), 4, 2 * PAGE));
     }
 
     #[test]
