@@ -15,12 +15,13 @@
 //! writes after it go to the record after); [`Journal::flush`] writes every sealed record into
 //! the journal, one after the other, each checksummed and numbered, and fdatasyncs the journal
 //! alone. A record holds each page without its trailing zeros: redb fills its pages from the
-//! front, and that tail was a third of the bytes a sync wrote. The journal is a ring of fixed size, allocated and written when the file is created,
-//! so that a sync never changes its size or its extents. When half of the ring holds records not
-//! yet checkpointed, a checkpoint thread writes the overlay's pages, as the last synced record
-//! left them, to the data file a few at a time (so a journal sync never queues behind more than
-//! a few page writes), fdatasyncs it, and only then records in the journal's header that the
-//! records up to that one need no replay, which frees their room in the ring.
+//! front, and that tail was a third of the bytes a sync wrote. The journal is a ring of fixed
+//! size, allocated and written when the file is created, so that a sync never changes its size
+//! or its extents. When half of the ring holds records not yet checkpointed, a checkpoint
+//! thread writes the overlay's pages, as the last synced record left them, to the data file a
+//! few at a time (so a journal sync never queues behind more than a few page writes),
+//! fdatasyncs it, and only then records in the journal's header that the records up to that
+//! one need no replay, which frees their room in the ring.
 //!
 //! **Recovery.** Opening the file replays the records after the header's checkpoint onto the
 //! data file in sequence order, fdatasyncs it and checkpoints, before redb reads anything. A torn
