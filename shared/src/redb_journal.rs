@@ -111,14 +111,19 @@ struct Inner {
     changed: Condvar,
 }
 
+/// Keyed by page number, with FxHash (a multiply and a rotate): every page a commit writes goes
+/// through two such maps on the commit thread, and SipHash, the default, guards against keys an
+/// attacker chooses, which page numbers are not.
+type PageMap<V> = HashMap<u64, V, rustc_hash::FxBuildHasher>;
+
 /// The pages newer than the data file, and what the next record and a checkpoint need.
 #[derive(Default)]
 struct Mem {
     /// Page number → its bytes, for every page written since the checkpoint that holds it.
-    pages: HashMap<u64, Arc<[u8]>>,
+    pages: PageMap<Arc<[u8]>>,
     /// Pages changed since the last record, with what each was as of that record (`None`: what
     /// the data file holds, or nothing).
-    before: HashMap<u64, Option<Arc<[u8]>>>,
+    before: PageMap<Option<Arc<[u8]>>>,
     /// The file's length as redb sees it, and as of the last record.
     len: u64,
     recorded_len: u64,
