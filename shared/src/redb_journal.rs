@@ -173,6 +173,8 @@ struct Sealed {
     record: Record,
     len: u64,
     pages: Pages,
+    /// Each page's length without its trailing zeros (what the record holds of it).
+    lengths: Vec<u16>,
 }
 
 /// The state a record left, for a checkpoint to write to the data file once it is synced.
@@ -340,7 +342,9 @@ impl Journal {
             if mem.before.is_empty() && mem.len == mem.recorded_len {
                 return Ok(());
             }
-            let body: usize = mem.before.keys().filter_map(|p| mem.pages.get(p)).map(|b| ENTRY_HEAD + used(b)).sum();
+            let (pages, len) = mem.changes();
+            let lengths: Vec<u16> = pages.iter().map(|(_, bytes)| used(bytes) as u16).collect();
+            let body: usize = lengths.iter().map(|&n| ENTRY_HEAD + usize::from(n)).sum();
             let size = record_size(RECORD_HEAD + body);
             if let Some(pos) = fits(&log, inner.ring, size) {
                 let record = Record { seq: log.next_seq, pos, size };
@@ -349,24 +353,26 @@ impl Journal {
                 log.live.push_back(record);
                 log.next_seq += 1;
                 log.head = pos + size;
-                let (pages, len) = mem.take_changes();
-                log.sealed.push_back(Sealed { record, len, pages });
-                let used: u64 = log.live.iter().map(|r| r.size).sum();
+                mem.recorded();
+                log.sealed.push_back(Sealed { record, len, pages, lengths });
+                let live: u64 = log.live.iter().map(|r| r.size).sum();
                 drop(mem);
-                if !log.checkpointing && used > (inner.ring - RECORDS) / 2 {
+                if !log.checkpointing && live > (inner.ring - RECORDS) / 2 {
                     drop(self.start_checkpoint(log));
                 }
                 return Ok(());
             }
-            drop(mem);
-            if log.checkpointing {
-                log = inner.changed.wait(log).unwrap_or_else(PoisonError::into_inner);
-            } else if log.live.is_empty() {
+            if log.live.is_empty() && !log.checkpointing {
                 // Larger than the ring: written to the data file directly, as redb would
                 // without a journal (its own crash safety covers a header written before the
                 // pages are durable). The data file holds every record before it.
-                let (pages, len) = lock(&inner.mem).take_changes();
+                mem.recorded();
+                drop(mem);
                 return self.write_through(log, &pages, len);
+            }
+            drop(mem);
+            if log.checkpointing {
+                log = inner.changed.wait(log).unwrap_or_else(PoisonError::into_inner);
             } else {
                 log = self.start_checkpoint(log);
             }
@@ -385,7 +391,7 @@ impl Journal {
         let written = sealed
             .iter()
             .try_for_each(|s| {
-                let bytes = encode_record(epoch, s.record.seq, s.len, &s.pages, s.record.size);
+                let bytes = encode_record(epoch, s);
                 inner.journal.write_all_at(&bytes, s.record.pos)
             })
             .and_then(|()| inner.journal.sync_data());
@@ -473,13 +479,17 @@ impl Mem {
     }
 
     /// The pages changed since the last record, with their bytes now, and the length: the next
-    /// record's contents, after which they count as recorded.
-    fn take_changes(&mut self) -> (Pages, u64) {
+    /// record's contents.
+    fn changes(&self) -> (Pages, u64) {
         let mut pages: Pages = self.before.keys().filter_map(|p| self.pages.get(p).map(|b| (*p, b.clone()))).collect();
         pages.sort_unstable_by_key(|(p, _)| *p);
+        (pages, self.len)
+    }
+
+    /// The [`Mem::changes`] are in a record now: what is written from here on goes to the next.
+    fn recorded(&mut self) {
         self.before.clear();
         self.recorded_len = self.len;
-        (pages, self.len)
     }
 
     /// The pages as of the last record (`seq`): the overlay, with each page changed since put
@@ -616,20 +626,21 @@ fn used(page: &[u8]) -> usize {
     end
 }
 
-fn encode_record(epoch: u64, seq: u64, len: u64, pages: &[(u64, Arc<[u8]>)], size: u64) -> Vec<u8> {
+fn encode_record(epoch: u64, sealed: &Sealed) -> Vec<u8> {
+    let Sealed { record, len, pages, lengths } = sealed;
+    let size = record.size;
     let mut out = Vec::with_capacity(size as usize);
     out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
     out.extend_from_slice(&[0; 4]); // the CRC, below
-    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&record.seq.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&(pages.len() as u32).to_le_bytes());
     out.extend_from_slice(&(epoch as u32).to_le_bytes());
     out.extend_from_slice(&[0; 8]); // the body's length, below
-    for (page, bytes) in pages {
-        let bytes = &bytes[..used(bytes)];
+    for ((page, bytes), &n) in pages.iter().zip(lengths) {
         out.extend_from_slice(&page.to_le_bytes());
-        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
-        out.extend_from_slice(bytes);
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&bytes[..usize::from(n)]);
     }
     let body = (out.len() - RECORD_HEAD) as u32;
     out[32..36].copy_from_slice(&body.to_le_bytes());
