@@ -406,6 +406,37 @@ async fn an_index_batch_reports_each_job_and_a_bad_one_fails_alone() {
     assert_eq!(hits.items.len(), 1);
 }
 
+/// The local server's indexer hands over up to ten thousand jobs at once, read a thousand at a
+/// time: each outcome stays with its job across those chunks.
+#[tokio::test]
+async fn a_large_index_batch_keeps_each_outcome_with_its_job() {
+    let f = fixture(30_000).await;
+    let mut goods = Vec::new();
+    for m in ["m1", "m2", "m3"] {
+        let seq = f.send(m).await;
+        goods.push(format!(r#"{{"kind":"message","v":1,"conversation_id":"{}","seq":{seq}}}"#, f.group));
+    }
+    let missing = format!(r#"{{"kind":"message","v":1,"conversation_id":"{}","seq":99999}}"#, f.group);
+    // The bad jobs sit on either side of each chunk boundary, and at the very end.
+    let bad = [999, 1000, 1999, 2000, 2344];
+    let bodies: Vec<&str> = (0..2345)
+        .map(|i| match i {
+            1500 => missing.as_str(),
+            i if bad.contains(&i) => "garbage",
+            i => goods[i % 3].as_str(),
+        })
+        .collect();
+    let outcomes = f.svc.handle_index_batch(&bodies).await;
+    assert_eq!(outcomes.len(), bodies.len());
+    let failed: Vec<usize> = outcomes.iter().enumerate().filter(|(_, o)| o.is_err()).map(|(i, _)| i).collect();
+    assert_eq!(failed, vec![999, 1000, 1500, 1999, 2000, 2344]);
+    // Indexed again and again, each message is still found once.
+    for m in ["m1", "m2", "m3"] {
+        let hits = f.svc.search_messages(&f.members[0], Some(format!("text {m}")), None, None, None).await.unwrap();
+        assert_eq!(hits.items.len(), 1, "{m}");
+    }
+}
+
 /// The worker loop on a real queue: a job that always fails is retried with backoff, then
 /// dead-lettered (not lost, not retried forever), while good jobs beside it go through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

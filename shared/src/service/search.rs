@@ -69,6 +69,9 @@ pub fn index_job_of_change(table: &crate::schema::TableDef, old: Option<&Item>, 
     IndexJob::for_change(table.name, old, new).map(|j| serde_json::to_string(&j).expect("jobs serialize"))
 }
 
+/// Index jobs whose documents are read in one go (see [`Service::load_docs`]).
+const LOAD_CHUNK: usize = 1000;
+
 /// Longest search phrase, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
 
@@ -106,14 +109,17 @@ impl Service {
 
     /// Handles a batch of index job bodies with one index call; the outcome of each, in order.
     pub async fn handle_index_batch(&self, bodies: &[&str]) -> Vec<Result<()>> {
-        let jobs = bodies
-            .iter()
-            .map(|b| match serde_json::from_str::<IndexJob>(b) {
+        let mut jobs = Vec::with_capacity(bodies.len());
+        for (i, chunk) in bodies.chunks(LOAD_CHUNK).enumerate() {
+            if i > 0 {
+                tokio::task::yield_now().await; // as in `load_docs`
+            }
+            jobs.extend(chunk.iter().map(|b| match serde_json::from_str::<IndexJob>(b) {
                 Ok(j @ (IndexJob::Message { v: 1, .. } | IndexJob::Group { v: 1, .. })) => Ok(j),
                 Ok(_) => Err(Error::Internal("index job version is not supported".into())),
                 Err(e) => Err(Error::Internal(format!("malformed index job: {e}"))),
-            })
-            .collect();
+            }));
+        }
         self.index_jobs(jobs).await
     }
 
@@ -144,8 +150,24 @@ impl Service {
             .collect()
     }
 
-    /// The document of each job, read from the tables.
+    /// The document of each job, read from the tables, [`LOAD_CHUNK`] jobs at a time.
+    ///
+    /// The embedded tables read on the calling thread, a tokio worker that also serves requests:
+    /// the change feed hands over up to ten thousand jobs at once, and reading and decoding all
+    /// of them in one go would hold that worker for tens of milliseconds. Each chunk is a read of
+    /// about a millisecond, and the worker is yielded between chunks.
     async fn load_docs(&self, jobs: &[Result<IndexJob>]) -> Result<Vec<Result<Doc>>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for (i, chunk) in jobs.chunks(LOAD_CHUNK).enumerate() {
+            if i > 0 {
+                tokio::task::yield_now().await;
+            }
+            out.extend(self.load_chunk(chunk).await?);
+        }
+        Ok(out)
+    }
+
+    async fn load_chunk(&self, jobs: &[Result<IndexJob>]) -> Result<Vec<Result<Doc>>> {
         let mut message_keys = Vec::new();
         let mut group_keys = Vec::new();
         for job in jobs.iter().flatten() {
