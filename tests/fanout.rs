@@ -562,3 +562,58 @@ async fn a_single_chat_is_delivered_with_its_send_and_its_index_job_survives_a_q
     assert_eq!(found.items.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![seq]);
     assert_eq!(svc.sweep_outbox().await.unwrap(), 0, "the row went with the index job");
 }
+
+/// The local server's indexer, fed by the tables' change feed: each message is found exactly
+/// once. Records still in the feed when it starts (a crash after a search commit and before the
+/// records were forgotten: here their documents are indexed beforehand, and the records kept)
+/// replace their documents; records written after it starts are staged as new documents and
+/// committed; and the feed is emptied.
+#[tokio::test]
+async fn the_change_feed_indexes_each_message_once_with_records_left_by_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = RedbTables::open(&dir.path().join("t.redb"))
+        .unwrap()
+        .with_change_feed(im_shared::service::search::index_job_of_change);
+    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q.redb"), service_queues(5)).unwrap());
+    let search = Arc::new(im_shared::search::embedded::TantivySearch::open(&dir.path().join("search")).unwrap());
+    let svc = Arc::new(Service::new(Arc::new(tables.clone()), queue, search, Config::default()));
+    for u in ["ann", "ben"] {
+        svc.put_me(u, ProfileInput { name: u.into(), gender: None, avatar_url: None, bio: None }).await.unwrap();
+    }
+    svc.request_friend("ann", "ben", None).await.unwrap();
+    let conv = svc.accept_friend("ben", "ann").await.unwrap().conversation_id;
+    let send = |i: usize| {
+        let (svc, conv) = (svc.clone(), conv.clone());
+        async move {
+            let input = SendInput { client_msg_id: format!("m{i}"), kind: "text".into(), text: format!("quince {i}") };
+            svc.send("ann", &conv, input).await.unwrap();
+        }
+    };
+    for i in 0..3 {
+        send(i).await;
+    }
+    let left: Vec<(u64, String)> = tables.changes(None, 100).await.unwrap();
+    assert_eq!(left.len(), 3, "a record per message: {left:?}");
+    let bodies: Vec<&str> = left.iter().map(|(_, b)| b.as_str()).collect();
+    assert!(svc.handle_index_batch(&bodies).await.iter().all(Result::is_ok), "indexed before the crash");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let feed = tokio::spawn(svc.clone().run_change_feed(tables.clone(), stopped));
+    for i in 3..6 {
+        send(i).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let found = svc.search_messages("ben", Some("quince".into()), None, Some(50), None).await.unwrap();
+        if found.items.len() >= 6 && tables.changes(None, 1).await.unwrap().is_empty() {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "not all indexed in 10 s: {} found", found.items.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut texts: Vec<String> = found.items.iter().map(|m| m.text.clone()).collect();
+    texts.sort();
+    assert_eq!(texts, (0..6).map(|i| format!("quince {i}")).collect::<Vec<_>>(), "each once");
+    stop.send(true).unwrap();
+    feed.await.unwrap();
+}

@@ -121,7 +121,7 @@ async fn run(chosen: &[&str]) -> Result<(), String> {
                     busy += d.waiting + d.in_flight;
                 }
                 // Changes not yet indexed (the search index's feed).
-                busy += feed.changes(1).await.map_err(|e| e.to_string())?.len();
+                busy += feed.changes(None, 1).await.map_err(|e| e.to_string())?.len();
                 if busy == 0 {
                     return Ok(());
                 }

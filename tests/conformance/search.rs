@@ -3,7 +3,7 @@
 //! inside the engine, idempotent re-indexing.
 
 use super::unique;
-use im_shared::search::{After, Doc, GroupDoc, MessageDoc, Search, SearchQuery};
+use im_shared::search::{After, Doc, GroupDoc, MessageDoc, Search, SearchQuery, StagedDoc};
 use std::sync::Arc;
 
 pub type Adapter = Arc<dyn Search>;
@@ -136,6 +136,31 @@ pub async fn reindexing_replaces_and_never_duplicates(s: Adapter) {
     assert_eq!(ids(&s, q("second words", &[&c])).await.len(), 1);
 }
 
+/// Staged documents are found once committed: new ones once each, and a replacement instead of
+/// what it replaces, also when both are staged before one commit. An `index` in between
+/// commits what was staged too.
+pub async fn staged_documents_are_found_once_committed(s: Adapter) {
+    let c = unique("s_stage");
+    let stage = |docs: Vec<(Doc, bool)>| {
+        let n = docs.len();
+        let s = s.clone();
+        async move {
+            let staged = docs.into_iter().map(|(doc, new)| StagedDoc { doc, new }).collect();
+            assert_eq!(s.stage(staged).await.expect("stage"), vec![None; n], "every document staged");
+        }
+    };
+    stage(vec![(msg(&c, 1, 1, "apple one"), true), (msg(&c, 2, 2, "apple two"), true)]).await;
+    stage(vec![(msg(&c, 1, 1, "pear one"), false)]).await;
+    s.commit().await.expect("commit");
+    assert_eq!(ids(&s, q("apple", &[&c])).await, vec![format!("{c}/2")], "the replaced text is gone");
+    assert_eq!(ids(&s, q("pear", &[&c])).await, vec![format!("{c}/1")]);
+    stage(vec![(msg(&c, 3, 3, "apple three"), true)]).await;
+    index(&s, vec![msg(&c, 2, 2, "plum two")]).await;
+    assert_eq!(ids(&s, q("apple", &[&c])).await, vec![format!("{c}/3")], "index commits the staged one too");
+    s.commit().await.expect("a commit with nothing staged");
+    assert_eq!(ids(&s, q("plum", &[&c])).await, vec![format!("{c}/2")]);
+}
+
 pub async fn groups_are_found_by_name_newest_first(s: Adapter) {
     let tag = unique("grp").replace('-', "");
     let g = |n: usize| format!("g_{tag}{n}");
@@ -197,6 +222,7 @@ macro_rules! search_conformance {
                 hits_come_newest_first_and_page_without_loss_or_repeat,
                 only_the_given_conversations_are_searched,
                 reindexing_replaces_and_never_duplicates,
+                staged_documents_are_found_once_committed,
                 groups_are_found_by_name_newest_first,
                 clear_removes_everything,
             ]

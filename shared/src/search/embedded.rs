@@ -1,7 +1,9 @@
 //! The embedded Search adapter: two tantivy indexes (messages, groups) under the data
 //! directory. Each `index` call commits before it returns, so an acknowledged index job is
-//! durable; tantivy commits are atomic, so a crash keeps every committed document and the
-//! queue brings back the jobs of the uncommitted tail.
+//! durable; `stage` hands documents to tantivy's indexing thread at once and leaves them to the
+//! next commit, which makes them durable and searchable. Tantivy commits are atomic, so a crash
+//! keeps every committed document, and the queue or the change feed (whose records are
+//! forgotten only after the commit) brings back the uncommitted tail.
 
 use super::analyzer::{Tok, terms, tokens};
 use super::*;
@@ -47,9 +49,19 @@ fn schema() -> (Schema, Fields) {
 }
 
 struct Engine {
-    writer: Mutex<IndexWriter>,
+    writer: Mutex<Writer>,
     reader: IndexReader,
     f: Fields,
+}
+
+/// The index writer, and whether documents staged since the last [`Engine::commit`] may have
+/// been lost since: tantivy serializes segments on its own threads, and a commit that fails
+/// (whoever called it) may drop documents that a later commit does not bring back.
+struct Writer {
+    w: IndexWriter,
+    lost: bool,
+    /// Whether anything was added since the last commit (a commit of nothing still syncs).
+    added: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> SearchError {
@@ -63,38 +75,76 @@ impl Engine {
         let (schema, f) = schema();
         let index = Index::open_or_create(MmapDirectory::open(dir).map_err(err)?, schema).map_err(err)?;
         index.tokenizers().register(TOKENIZER, ImTokenizer::default());
-        // One indexing thread with tantivy's smallest memory budget: index jobs come in batches
-        // of at most a hundred, and every commit starts a segment whose hash table is sized by
-        // the budget; at 50 MB, zeroing it was a tenth of the CPU of a send (perf, im-bench).
-        let writer = index.writer_with_num_threads(1, 15_000_000).map_err(err)?;
+        // One indexing thread with tantivy's smallest memory budget: every commit starts a
+        // segment whose hash table is sized by the budget; at 50 MB, zeroing it was a tenth of
+        // the CPU of a send (perf, im-bench).
+        let w = index.writer_with_num_threads(1, 15_000_000).map_err(err)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(err)?;
-        Ok(Engine { writer: Mutex::new(writer), reader, f })
+        Ok(Engine { writer: Mutex::new(Writer { w, lost: false, added: false }), reader, f })
     }
 
-    fn index(&self, docs: &[(String, String, i64, String)]) -> Result<(), SearchError> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        for (id, scope, time, text) in docs {
-            // Re-indexing replaces: the delete applies to documents added before this one.
-            w.delete_term(Term::from_field_text(self.f.id, id));
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands documents to tantivy's indexing thread, which indexes them as they come; they are
+    /// neither searchable nor durable until a commit.
+    fn add(&self, w: &mut Writer, docs: &[Entry]) -> Result<(), SearchError> {
+        for e in docs {
+            if e.replace {
+                // The delete applies to documents added before this one. Each commit looks it up
+                // in every segment, so a document known to be new skips it.
+                w.w.delete_term(Term::from_field_text(self.f.id, &e.id));
+            }
             let mut doc = TantivyDocument::default();
-            doc.add_text(self.f.id, id);
-            doc.add_text(self.f.scope, scope);
-            doc.add_i64(self.f.time, *time);
-            doc.add_i64(self.f.tiebreak, tiebreak(id));
-            doc.add_text(self.f.text, text);
-            w.add_document(doc).map_err(err)?;
+            doc.add_text(self.f.id, &e.id);
+            doc.add_text(self.f.scope, &e.scope);
+            doc.add_i64(self.f.time, e.time);
+            doc.add_i64(self.f.tiebreak, tiebreak(&e.id));
+            doc.add_text(self.f.text, &e.text);
+            w.w.add_document(doc).map_err(err)?;
+            w.added = true;
         }
-        w.commit().map_err(err)?;
+        Ok(())
+    }
+
+    /// Commits what was added, and makes it searchable.
+    fn commit_added(&self, mut w: std::sync::MutexGuard<'_, Writer>) -> Result<(), SearchError> {
+        w.added = false;
+        if let Err(e) = w.w.commit() {
+            w.lost = true;
+            return Err(err(e));
+        }
         drop(w);
         self.reader.reload().map_err(err)
+    }
+
+    fn index(&self, docs: &[Entry]) -> Result<(), SearchError> {
+        let mut w = self.writer();
+        self.add(&mut w, docs)?;
+        self.commit_added(w)
+    }
+
+    fn stage(&self, docs: &[Entry]) -> Result<(), SearchError> {
+        self.add(&mut self.writer(), docs)
+    }
+
+    /// Commits the staged documents, or says that some may be lost (see [`Writer`]).
+    fn commit(&self) -> Result<(), SearchError> {
+        let mut w = self.writer();
+        if std::mem::take(&mut w.lost) {
+            return Err(SearchError::Unavailable("embedded search: a commit failed; stage the documents again".into()));
+        }
+        if !w.added {
+            return Ok(());
+        }
+        self.commit_added(w)
     }
 
     fn clear(&self) -> Result<(), SearchError> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        w.delete_all_documents().map_err(err)?;
-        w.commit().map_err(err)?;
-        drop(w);
-        self.reader.reload().map_err(err)
+        let w = self.writer();
+        w.w.delete_all_documents().map_err(err)?;
+        self.commit_added(w)
     }
 
     fn search(&self, q: &SearchQuery, scoped: bool) -> Result<Hits, SearchError> {
@@ -179,27 +229,61 @@ impl TantivySearch {
             .await
             .map_err(|e| SearchError::Internal(format!("blocking task failed: {e}")))?
     }
+
+    /// Splits documents between the two indexes and applies `op` to each index that gets any.
+    fn each_engine(
+        &self,
+        docs: impl IntoIterator<Item = (Doc, bool)>,
+        op: fn(&Engine, &[Entry]) -> Result<(), SearchError>,
+    ) -> Result<BulkOutcome, SearchError> {
+        let (mut messages, mut groups) = (Vec::new(), Vec::new());
+        for (d, replace) in docs {
+            let id = d.id();
+            match d {
+                Doc::Message(m) => {
+                    messages.push(Entry { id, scope: m.conversation_id, time: m.send_time, text: m.text, replace })
+                }
+                Doc::Group(g) => {
+                    groups.push(Entry { id, scope: String::new(), time: g.created_at, text: g.name, replace })
+                }
+            }
+        }
+        let n = messages.len() + groups.len();
+        if !messages.is_empty() {
+            op(&self.messages, &messages)?;
+        }
+        if !groups.is_empty() {
+            op(&self.groups, &groups)?;
+        }
+        Ok(vec![None; n])
+    }
+}
+
+/// A document as both indexes hold it (`scope` is a message's conversation, empty for a group),
+/// and whether it replaces any earlier version.
+struct Entry {
+    id: String,
+    scope: String,
+    time: i64,
+    text: String,
+    replace: bool,
 }
 
 #[async_trait]
 impl Search for TantivySearch {
     async fn index(&self, docs: Vec<Doc>) -> Result<BulkOutcome, SearchError> {
-        let n = docs.len();
-        self.blocking(move |s| {
-            let (mut messages, mut groups) = (Vec::new(), Vec::new());
-            for d in &docs {
-                match d {
-                    Doc::Message(m) => messages.push((d.id(), m.conversation_id.clone(), m.send_time, m.text.clone())),
-                    Doc::Group(g) => groups.push((d.id(), String::new(), g.created_at, g.name.clone())),
-                }
-            }
-            if !messages.is_empty() {
-                s.messages.index(&messages)?;
-            }
-            if !groups.is_empty() {
-                s.groups.index(&groups)?;
-            }
-            Ok(vec![None; n])
+        self.blocking(move |s| s.each_engine(docs.into_iter().map(|d| (d, true)), Engine::index)).await
+    }
+
+    async fn stage(&self, docs: Vec<StagedDoc>) -> Result<BulkOutcome, SearchError> {
+        self.blocking(move |s| s.each_engine(docs.into_iter().map(|d| (d.doc, !d.new)), Engine::stage)).await
+    }
+
+    async fn commit(&self) -> Result<(), SearchError> {
+        self.blocking(|s| {
+            // Both, even if the first fails: the caller stages everything again either way.
+            let messages = s.messages.commit();
+            s.groups.commit().and(messages)
         })
         .await
     }

@@ -102,6 +102,16 @@ pub struct SearchQuery {
     pub after: Option<After>,
 }
 
+/// A document to stage, and whether it is new: no version of it was ever handed to the engine
+/// (indexed or staged), so there is none to replace. Looking for one is, for the embedded
+/// engine, a look-up in every segment's term dictionary at each commit, with every segment
+/// opened for it (`Fst::get` was the indexing thread's top symbol, perf).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedDoc {
+    pub doc: Doc,
+    pub new: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SearchError {
     #[error("unavailable: {0}")]
@@ -118,6 +128,19 @@ pub type BulkOutcome = Vec<Option<String>>;
 pub trait Search: Send + Sync + 'static {
     /// Indexes (or re-indexes: by id, idempotently) documents; searchable when this returns.
     async fn index(&self, docs: Vec<Doc>) -> Result<BulkOutcome, SearchError>;
+    /// Hands documents over as `index` does, but they may be neither searchable nor durable
+    /// until the next [`Search::commit`] (or `index`) returns. An engine whose commits have a
+    /// fixed cost (the embedded one) takes documents as they come and commits less often.
+    /// One caller stages at a time. By default (OpenSearch, whose bulk requests are durable
+    /// when answered) this is `index`.
+    async fn stage(&self, docs: Vec<StagedDoc>) -> Result<BulkOutcome, SearchError> {
+        self.index(docs.into_iter().map(|d| d.doc).collect()).await
+    }
+    /// Makes every document staged so far searchable and durable. A failed commit may have
+    /// lost any of them: the caller stages them again. By default there is nothing to do.
+    async fn commit(&self) -> Result<(), SearchError> {
+        Ok(())
+    }
     async fn search_messages(&self, q: SearchQuery) -> Result<Hits, SearchError>;
     async fn search_groups(&self, q: SearchQuery) -> Result<Hits, SearchError>;
     /// Removes every document (before a rebuild).

@@ -19,7 +19,7 @@ use crate::ids::char_len;
 use crate::model::{Group, List, Message};
 use crate::queue::names::INDEX;
 use crate::schema::{CONVERSATIONS, META, STORE};
-use crate::search::{After, Doc, GroupDoc, MessageDoc, SearchQuery};
+use crate::search::{After, Doc, GroupDoc, MessageDoc, SearchQuery, StagedDoc};
 use crate::tables::{Key, Query};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -29,16 +29,49 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum IndexJob {
-    Message { v: u32, conversation_id: String, seq: i64 },
-    Group { v: u32, group_id: String },
+    Message {
+        v: u32,
+        conversation_id: String,
+        seq: i64,
+        /// See [`IndexJob::created`].
+        #[serde(default, skip_serializing_if = "is_false")]
+        created: bool,
+    },
+    Group {
+        v: u32,
+        group_id: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        created: bool,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl IndexJob {
     pub fn message(conversation_id: &str, seq: i64) -> Self {
-        IndexJob::Message { v: 1, conversation_id: conversation_id.into(), seq }
+        IndexJob::Message { v: 1, conversation_id: conversation_id.into(), seq, created: false }
     }
     pub fn group(group_id: &str) -> Self {
-        IndexJob::Group { v: 1, group_id: group_id.into() }
+        IndexJob::Group { v: 1, group_id: group_id.into(), created: false }
+    }
+
+    /// Whether the job is for the change that created its row (an older job, or one written
+    /// before the flag existed, says no). Rows are created once (ids and seqs are never
+    /// reused), so no other job for the same document comes before it.
+    pub fn created(&self) -> bool {
+        match self {
+            IndexJob::Message { created, .. } | IndexJob::Group { created, .. } => *created,
+        }
+    }
+
+    /// Stops the job claiming to be the first for its document: its record may have been read
+    /// before (see `Service::run_change_feed`), after a failure or a restart.
+    pub fn again(&mut self) {
+        match self {
+            IndexJob::Message { created, .. } | IndexJob::Group { created, .. } => *created = false,
+        }
     }
 
     /// The job that a change to a row of `table` calls for, given the row's images before and
@@ -49,8 +82,10 @@ impl IndexJob {
     pub fn for_change(table: &str, old: Option<&Item>, new: Option<&Item>) -> Option<IndexJob> {
         let new = new?;
         let text = |i: &Item, f: &str| i.get(f).and_then(|v| v.as_str()).map(String::from);
+        let created = old.is_none();
         if table == STORE.name {
-            return Some(IndexJob::message(&text(new, "timeline_id")?, new.get("seq")?.as_i64()?));
+            let (conversation_id, seq) = (text(new, "timeline_id")?, new.get("seq")?.as_i64()?);
+            return Some(IndexJob::Message { v: 1, conversation_id, seq, created });
         }
         if table != META.name || text(new, "type").as_deref() != Some("group") {
             return None;
@@ -58,7 +93,7 @@ impl IndexJob {
         let indexed = |i: &Item| (text(i, "name"), i.get("created_at").and_then(|v| v.as_i64()));
         match old {
             Some(old) if indexed(old) == indexed(new) => None,
-            _ => Some(IndexJob::group(&text(new, "timeline_id")?)),
+            _ => Some(IndexJob::Group { v: 1, group_id: text(new, "timeline_id")?, created }),
         }
     }
 }
@@ -67,6 +102,33 @@ impl IndexJob {
 #[cfg(feature = "embedded")]
 pub fn index_job_of_change(table: &crate::schema::TableDef, old: Option<&Item>, new: Option<&Item>) -> Option<String> {
     IndexJob::for_change(table.name, old, new).map(|j| serde_json::to_string(&j).expect("jobs serialize"))
+}
+
+/// How an index call hands its documents to the engine ([`crate::search::Search`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Apply {
+    /// Searchable and durable when the call returns: for jobs acknowledged right after.
+    Commit,
+    /// Left to the next `commit`: for the change feed, whose records are forgotten after it.
+    /// A job [`IndexJob::created`] stages its document as new.
+    Stage,
+}
+
+/// Index job bodies parsed, [`LOAD_CHUNK`] at a time with the worker yielded between (as in
+/// [`Service::load_docs`]).
+pub(crate) async fn parse_jobs(bodies: &[&str]) -> Vec<Result<IndexJob>> {
+    let mut jobs = Vec::with_capacity(bodies.len());
+    for (i, chunk) in bodies.chunks(LOAD_CHUNK).enumerate() {
+        if i > 0 {
+            tokio::task::yield_now().await;
+        }
+        jobs.extend(chunk.iter().map(|b| match serde_json::from_str::<IndexJob>(b) {
+            Ok(j @ (IndexJob::Message { v: 1, .. } | IndexJob::Group { v: 1, .. })) => Ok(j),
+            Ok(_) => Err(Error::Internal("index job version is not supported".into())),
+            Err(e) => Err(Error::Internal(format!("malformed index job: {e}"))),
+        }));
+    }
+    jobs
 }
 
 /// Index jobs whose documents are read in one go (see [`Service::load_docs`]).
@@ -109,29 +171,29 @@ impl Service {
 
     /// Handles a batch of index job bodies with one index call; the outcome of each, in order.
     pub async fn handle_index_batch(&self, bodies: &[&str]) -> Vec<Result<()>> {
-        let mut jobs = Vec::with_capacity(bodies.len());
-        for (i, chunk) in bodies.chunks(LOAD_CHUNK).enumerate() {
-            if i > 0 {
-                tokio::task::yield_now().await; // as in `load_docs`
-            }
-            jobs.extend(chunk.iter().map(|b| match serde_json::from_str::<IndexJob>(b) {
-                Ok(j @ (IndexJob::Message { v: 1, .. } | IndexJob::Group { v: 1, .. })) => Ok(j),
-                Ok(_) => Err(Error::Internal("index job version is not supported".into())),
-                Err(e) => Err(Error::Internal(format!("malformed index job: {e}"))),
-            }));
-        }
-        self.index_jobs(jobs).await
+        self.apply_jobs(parse_jobs(bodies).await, Apply::Commit).await
     }
 
     /// Indexes the documents of a batch of jobs with one index call; the outcome of each, in
     /// order (a job that is already an error stays one).
     pub async fn index_jobs(&self, jobs: Vec<Result<IndexJob>>) -> Vec<Result<()>> {
+        self.apply_jobs(jobs, Apply::Commit).await
+    }
+
+    /// The documents of `jobs`, committed or staged as `apply` says; the outcome of each job.
+    pub(crate) async fn apply_jobs(&self, jobs: Vec<Result<IndexJob>>, apply: Apply) -> Vec<Result<()>> {
         let docs = match self.load_docs(&jobs).await {
             Ok(d) => d,
             Err(e) => return jobs.iter().map(|_| Err(e.clone())).collect(),
         };
-        let ready: Vec<Doc> = docs.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
-        let outcome = match self.search.index(ready).await {
+        let ready = jobs.iter().zip(&docs).filter_map(|(j, d)| Some((j.as_ref().ok()?, d.as_ref().ok()?.clone())));
+        let outcome = match apply {
+            Apply::Commit => self.search.index(ready.map(|(_, doc)| doc).collect()).await,
+            Apply::Stage => {
+                self.search.stage(ready.map(|(j, doc)| StagedDoc { doc, new: j.created() }).collect()).await
+            }
+        };
+        let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 let e = Error::from(e);

@@ -52,24 +52,28 @@ impl Worker {
     }
 }
 
-/// Changes the local server's indexer takes from the change feed at once: one search commit.
-/// Unlike a queue's receive, reading the feed charges nothing to a job, so a batch may hold
-/// all that a busy second brings.
+/// Changes the local server's indexer takes from the change feed at once. Unlike a queue's
+/// receive, reading the feed charges nothing to a job, so a batch may hold all that a busy
+/// second brings.
 const CHANGE_FEED_BATCH: usize = 10_000;
 
-/// A commit this big or bigger means the server is busy (a thousand messages a second or more).
+/// Documents staged since the last search commit that mean the server is busy (a thousand
+/// messages a second or more): the next commit then waits for [`BUSY_COMMIT_EVERY`].
 const BUSY_COMMIT: usize = 1000;
 
-/// The least time from the start of one change feed batch to the next read: the index worker's
-/// pace, or a second once a commit carries [`BUSY_COMMIT`] documents. A search commit has a
-/// fixed cost (a new segment with its hash table, files and fsyncs, and merges later) on the
-/// same two cores as the sends; at five commits a second of a thousand messages each, indexing
-/// could not keep up with 6,000 sends a second, and was a tenth of the server's CPU samples
-/// (perf, im-bench send at 64 clients). A second is also OpenSearch's refresh interval, the
-/// bound the API gives for search on AWS; below a thousand messages a second results stay as
-/// fresh as before.
-fn change_feed_pace(indexed: usize) -> Duration {
-    if indexed >= BUSY_COMMIT { Duration::from_secs(1) } else { Worker::Index.pace() }
+/// The least time between search commits while busy. A search commit has a fixed cost (a new
+/// segment with its hash table, files and fsyncs, the deletes looked up in every segment, and
+/// merges later) on the same two cores as the sends; at five commits a second of a thousand
+/// messages each, indexing could not keep up with 6,000 sends a second, and was a tenth of the
+/// server's CPU samples (perf, im-bench send at 64 clients). A second is also OpenSearch's
+/// refresh interval, the bound the API gives for search on AWS.
+const BUSY_COMMIT_EVERY: Duration = Duration::from_secs(1);
+
+/// Whether the change feed's indexer commits now, with `staged` documents staged since the last
+/// commit, `since` ago. Below a thousand messages a second every round commits, so results are
+/// as fresh as the index worker's pace.
+fn commit_due(staged: usize, since: Duration) -> bool {
+    staged < BUSY_COMMIT || since >= BUSY_COMMIT_EVERY
 }
 
 #[derive(Debug, Clone)]
@@ -176,27 +180,87 @@ impl Service {
     }
 }
 
+/// The change feed records staged in the search index and not yet committed: read on past
+/// them, and forgotten once a commit makes them durable.
+#[cfg(feature = "embedded")]
+struct Staged {
+    positions: Vec<u64>,
+    committed: Instant,
+    /// Records up to this position may have been handed to the search index before (those in
+    /// the feed at start-up, which a crash may have left committed and not forgotten, and
+    /// those read again after a failure), so their documents are staged as replacements. Past
+    /// it, a job for the change that created its row stages its document as new, and the
+    /// index need not look for an older version (see [`crate::search::StagedDoc`]). Records
+    /// are read from the oldest on, so once the records up to it are forgotten none is left:
+    /// then it is `None` (and positions, which start again at 1 once the feed is empty, are
+    /// all new).
+    seen_until: Option<u64>,
+}
+
+#[cfg(feature = "embedded")]
+impl Staged {
+    /// Where the next read starts: after the last staged record, or at the oldest record.
+    fn after(&self) -> Option<u64> {
+        self.positions.last().copied()
+    }
+
+    /// Starts over from the oldest record of the feed: what was staged is staged again,
+    /// as replacements (harmless).
+    fn reset(&mut self) {
+        self.seen_until = self.seen_until.max(self.after());
+        self.positions.clear();
+    }
+
+    /// The records up to the last staged one were committed and forgotten.
+    fn forgotten(&mut self) {
+        if self.seen_until <= self.after() {
+            self.seen_until = None;
+        }
+        self.positions.clear();
+        self.committed = Instant::now();
+    }
+}
+
 #[cfg(feature = "embedded")]
 impl Service {
     /// Feeds the search index from the embedded tables' change feed until `stop` is set, as the
-    /// tables' streams feed it on AWS: a batch of the oldest records (index jobs) at the index
-    /// worker's pace, indexed with one commit, then forgotten. A job that fails goes to the
-    /// index queue, whose worker retries it with backoff and dead-letters it if it keeps
-    /// failing; if even that send fails, the batch stays in the feed for the next round.
+    /// tables' streams feed it on AWS. At the index worker's pace it reads the records (index
+    /// jobs) after those already staged and stages their documents, so tantivy indexes them as
+    /// they come; a commit, every round when idle and once a second when busy
+    /// ([`commit_due`]), makes them durable and searchable, and then they are forgotten. A job
+    /// that fails goes to the index queue, whose worker retries it with backoff and
+    /// dead-letters it if it keeps failing. Whatever else fails (that send, the commit, the
+    /// forget), the records stay in the feed and are read again from the oldest.
     pub async fn run_change_feed(
         self: Arc<Self>,
         tables: crate::tables::embedded::RedbTables,
         mut stop: watch::Receiver<bool>,
     ) {
         const IDLE: Duration = Duration::from_millis(50);
+        let seen_until = loop {
+            match tables.last_change().await {
+                Ok(last) => break last,
+                Err(e) => tracing::warn!(error = %e, "could not read the change feed; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => return,
+            }
+        };
+        let mut staged = Staged { positions: Vec::new(), committed: Instant::now(), seen_until };
         while !*stop.borrow() {
             let started = Instant::now();
-            let pause = match tables.changes(CHANGE_FEED_BATCH).await {
-                Ok(batch) if batch.is_empty() => IDLE,
+            let pause = match tables.changes(staged.after(), CHANGE_FEED_BATCH).await {
+                Ok(batch) if batch.is_empty() => {
+                    self.commit_changes(&tables, &mut staged).await;
+                    IDLE
+                }
                 Ok(batch) => {
-                    let n = batch.len();
-                    self.index_changes(&tables, batch).await;
-                    change_feed_pace(n).saturating_sub(started.elapsed())
+                    self.stage_changes(&mut staged, batch).await;
+                    if commit_due(staged.positions.len(), staged.committed.elapsed()) {
+                        self.commit_changes(&tables, &mut staged).await;
+                    }
+                    Worker::Index.pace().saturating_sub(started.elapsed())
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the change feed; retrying");
@@ -210,20 +274,76 @@ impl Service {
         }
     }
 
-    async fn index_changes(&self, tables: &crate::tables::embedded::RedbTables, batch: Vec<(u64, String)>) {
+    async fn stage_changes(&self, staged: &mut Staged, batch: Vec<(u64, String)>) {
         let bodies: Vec<&str> = batch.iter().map(|(_, b)| b.as_str()).collect();
-        let outcomes = self.handle_index_batch(&bodies).await;
+        let mut jobs = super::search::parse_jobs(&bodies).await;
+        for ((position, _), job) in batch.iter().zip(&mut jobs) {
+            if Some(*position) <= staged.seen_until
+                && let Ok(j) = job
+            {
+                j.again();
+            }
+        }
+        let outcomes = self.apply_jobs(jobs, super::search::Apply::Stage).await;
         let failed: Vec<String> =
             bodies.iter().zip(&outcomes).filter(|(_, o)| o.is_err()).map(|(b, _)| b.to_string()).collect();
         if let Some(Err(e)) = outcomes.iter().find(|o| o.is_err()) {
             tracing::warn!(jobs = failed.len(), error = %e, "indexing failed; the jobs go to the index queue to be retried");
             if let Err(e) = self.queue.send_batch(INDEX, failed).await {
                 tracing::warn!(error = %e, "could not queue the failed index jobs; they stay in the change feed");
+                staged.positions.extend(batch.iter().map(|(p, _)| *p));
+                staged.reset();
                 return;
             }
         }
-        if let Err(e) = tables.forget_changes(batch.iter().map(|(p, _)| *p).collect()).await {
-            tracing::warn!(error = %e, "could not forget indexed changes; they will be indexed again");
+        staged.positions.extend(batch.iter().map(|(p, _)| *p));
+    }
+
+    async fn commit_changes(&self, tables: &crate::tables::embedded::RedbTables, staged: &mut Staged) {
+        if staged.positions.is_empty() {
+            return;
         }
+        if let Err(e) = self.search.commit().await {
+            tracing::warn!(error = %e, "could not commit the search index; its changes will be indexed again");
+            staged.reset();
+        } else if let Err(e) = tables.forget_changes(staged.positions.clone()).await {
+            tracing::warn!(error = %e, "could not forget indexed changes; they will be indexed again");
+            staged.reset();
+        } else {
+            staged.forgotten();
+        }
+    }
+}
+
+#[cfg(all(test, feature = "embedded"))]
+mod tests {
+    use super::*;
+
+    /// Which records stage their documents as replacements: those up to `seen_until`, which a
+    /// failure extends over everything staged, and which ends once they are all forgotten.
+    #[test]
+    fn records_read_again_after_a_failure_replace_until_they_are_forgotten() {
+        let mut s = Staged { positions: vec![], committed: Instant::now(), seen_until: Some(4) };
+        s.positions.extend([1, 2, 3]);
+        s.forgotten();
+        assert_eq!((s.seen_until, s.after()), (Some(4), None), "4 is still in the feed");
+        s.positions.extend([4, 5, 6]);
+        s.reset();
+        assert_eq!((s.seen_until, s.after()), (Some(6), None), "5 and 6 may be in the index now");
+        s.positions.extend([4, 5]);
+        s.forgotten();
+        assert_eq!(s.seen_until, Some(6));
+        s.positions.extend([6, 7]);
+        s.forgotten();
+        assert_eq!(s.seen_until, None, "all forgotten: what comes next is new");
+        s.reset();
+        assert_eq!(s.seen_until, None, "a reset with nothing staged marks nothing");
+    }
+
+    #[test]
+    fn a_busy_feed_commits_once_a_second_and_a_quiet_one_every_round() {
+        assert!(commit_due(BUSY_COMMIT - 1, Duration::ZERO));
+        assert!(!commit_due(BUSY_COMMIT, Duration::from_millis(999)));
+        assert!(commit_due(BUSY_COMMIT * 5, BUSY_COMMIT_EVERY));
     }
 }

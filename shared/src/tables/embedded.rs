@@ -127,18 +127,29 @@ impl RedbTables {
         self
     }
 
-    /// The oldest records of the change feed, up to `limit`, with their positions.
-    pub async fn changes(&self, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+    /// The oldest records of the change feed after position `after` (from the start if
+    /// `None`), up to `limit`, with their positions.
+    pub async fn changes(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
         self.blocking(move |txn| {
             let t = txn.open_table(Raw::new(CHANGES)).map_err(|e| map_err(e.into()))?;
+            let from = after.map_or(0, |p| p.saturating_add(1)).to_be_bytes();
             let mut out = Vec::new();
-            for entry in t.iter().map_err(|e| map_err(e.into()))?.take(limit) {
+            for entry in t.range(from.as_slice()..).map_err(|e| map_err(e.into()))?.take(limit) {
                 let (k, v) = entry.map_err(|e| map_err(e.into()))?;
                 let body = String::from_utf8(v.value().to_vec())
                     .map_err(|_| StoreError::Internal("corrupt change record".into()))?;
                 out.push((position_of(k.value())?, body));
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// The newest record's position, if the feed has any.
+    pub async fn last_change(&self) -> Result<Option<u64>, StoreError> {
+        self.blocking(|txn| {
+            let t = txn.open_table(Raw::new(CHANGES)).map_err(|e| map_err(e.into()))?;
+            t.last().map_err(|e| map_err(e.into()))?.map(|(k, _)| position_of(k.value())).transpose()
         })
         .await
     }
@@ -986,24 +997,27 @@ mod tests {
         t.put(&USERS, item(json!({"user_id": "u"})), Cond::Always).await.unwrap();
         t.delete(&STORE, &Key::pk_sk("c", 2), Cond::Always).await.unwrap();
         t.put(&STORE, msg(4), Cond::NotExists).await.unwrap();
-        let got = t.changes(10).await.unwrap();
+        let got = t.changes(None, 10).await.unwrap();
         assert_eq!(got, vec![(1, "1".to_string()), (2, "2".to_string()), (3, "4".to_string())]);
         t.forget_changes(vec![1, 2]).await.unwrap();
         drop(t);
         let t = RedbTables::open(&path).unwrap().with_change_feed(keep_store_puts);
-        assert_eq!(t.changes(10).await.unwrap(), vec![(3, "4".to_string())], "durable until forgotten");
+        assert_eq!(t.changes(None, 10).await.unwrap(), vec![(3, "4".to_string())], "durable until forgotten");
         t.put(&STORE, msg(5), Cond::NotExists).await.unwrap();
-        assert_eq!(t.changes(1).await.unwrap(), vec![(3, "4".to_string())], "oldest first");
-        assert_eq!(t.changes(10).await.unwrap()[1], (4, "5".to_string()));
+        assert_eq!(t.changes(None, 1).await.unwrap(), vec![(3, "4".to_string())], "oldest first");
+        assert_eq!(t.changes(None, 10).await.unwrap()[1], (4, "5".to_string()));
+        // Read on past what was handed over: only what came after it.
+        assert_eq!(t.changes(Some(3), 10).await.unwrap(), vec![(4, "5".to_string())]);
+        assert!(t.changes(Some(4), 10).await.unwrap().is_empty());
         // Only the positions named go, even one inside the range they span stays.
         t.put(&STORE, msg(6), Cond::NotExists).await.unwrap();
         t.forget_changes(vec![5, 3]).await.unwrap();
-        assert_eq!(t.changes(10).await.unwrap(), vec![(4, "5".to_string())]);
+        assert_eq!(t.changes(None, 10).await.unwrap(), vec![(4, "5".to_string())]);
         t.forget_changes(vec![]).await.unwrap();
-        assert_eq!(t.changes(10).await.unwrap(), vec![(4, "5".to_string())]);
+        assert_eq!(t.changes(None, 10).await.unwrap(), vec![(4, "5".to_string())]);
         // Without a filter nothing is recorded.
         let plain = RedbTables::open(&dir.path().join("plain.redb")).unwrap();
         plain.put(&STORE, msg(1), Cond::NotExists).await.unwrap();
-        assert!(plain.changes(10).await.unwrap().is_empty());
+        assert!(plain.changes(None, 10).await.unwrap().is_empty());
     }
 }
