@@ -326,3 +326,21 @@ async fn fifty_kill_9s_at_random_points_of_sending_and_fanout_lose_duplicate_and
     let dead: Vec<&str> = stats.lines().filter(|l| l.contains("-dlq:")).collect();
     assert!(!dead.is_empty() && dead.iter().all(|l| l.ends_with(": 0 waiting, 0 in flight")), "{stats}");
 }
+
+/// The local server's write-ahead journals: the tables' (every send's pages) is 256 MiB, the
+/// queue's 64 MiB (`src/server.rs`), both written when created and kept across restarts.
+#[tokio::test]
+async fn the_tables_journal_is_four_times_the_queues_and_a_restart_keeps_both() {
+    let mut s = Server::start();
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.befriend(&a, &b).await;
+    a.send(&s, &conv, "1", "before the restart").await;
+    let size = |s: &Server, name: &str| std::fs::metadata(s.dir.join(name)).map(|m| m.len() >> 20).ok();
+    assert_eq!(size(&s, "tables.redb.journal"), Some(256));
+    assert_eq!(size(&s, "queue.redb.journal"), Some(64));
+    s.kill9();
+    s.restart();
+    assert_eq!((size(&s, "tables.redb.journal"), size(&s, "queue.redb.journal")), (Some(256), Some(64)));
+    let (_, inbox) = b.get(&s, "/v1/sync").await;
+    assert!(inbox.to_string().contains("before the restart"), "{inbox}");
+}

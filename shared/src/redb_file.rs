@@ -31,6 +31,7 @@
 //! failed commit wrote is not visible after the reopen. A failed fdatasync counts the same: it
 //! fails its batch, and `redb_sync` latches it so that the batch built on it fails too.
 
+use crate::redb_journal::DEFAULT_RING;
 use crate::redb_sync::{DiskCounters, Syncer};
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::fs::OpenOptions;
@@ -161,6 +162,8 @@ struct Shared {
     disk: Arc<DiskCounters>,
     /// Creates the tables a fresh file needs (idempotent), on every open.
     init: fn(&Database) -> Result<(), redb::Error>,
+    /// The size of the journal, if it has to be created.
+    ring: u64,
     current: Mutex<State>,
 }
 
@@ -208,8 +211,17 @@ struct Committed {
 
 impl RedbFile {
     pub fn open(path: &Path, init: fn(&Database) -> Result<(), redb::Error>) -> Result<Self, redb::Error> {
+        Self::open_with_ring(path, init, DEFAULT_RING)
+    }
+
+    /// As [`RedbFile::open`], with a journal of `ring` bytes if it is created (`redb_journal`).
+    pub fn open_with_ring(
+        path: &Path,
+        init: fn(&Database) -> Result<(), redb::Error>,
+        ring: u64,
+    ) -> Result<Self, redb::Error> {
         let disk = Arc::<DiskCounters>::default();
-        let opened = Shared::open_db(path, init, &disk)?;
+        let opened = Shared::open_db(path, init, &disk, ring)?;
         let view = opened.db.begin_read()?;
         let state = State { view: Some(Arc::new(view)), db: Some(opened), logged_at: None, unlogged: 0 };
         let shared = Arc::new(Shared {
@@ -218,6 +230,7 @@ impl RedbFile {
             writes: AtomicU64::new(0),
             disk,
             init,
+            ring,
             current: Mutex::new(state),
         });
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
@@ -323,9 +336,10 @@ impl Shared {
         path: &Path,
         init: fn(&Database) -> Result<(), redb::Error>,
         disk: &Arc<DiskCounters>,
+        ring: u64,
     ) -> Result<Arc<Opened>, redb::Error> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        let syncer = Syncer::new(path, file, disk.clone())?;
+        let syncer = Syncer::new(path, file, disk.clone(), ring)?;
         let db = redb::Builder::new().create_with_backend(syncer.backend())?;
         init(&db)?;
         Ok(Arc::new(Opened { db, syncer }))
@@ -444,7 +458,7 @@ impl Shared {
         }
         // Fails (DatabaseAlreadyOpen) while an operation that started before the failure still
         // holds the old handle; the next call tries again.
-        let reopened = Self::open_db(&self.path, self.init, &self.disk)
+        let reopened = Self::open_db(&self.path, self.init, &self.disk, self.ring)
             .and_then(|opened| Ok((opened.db.begin_read()?, opened)))
             .map_err(|e| Failure {
                 io: true,

@@ -50,9 +50,10 @@ use std::thread::JoinHandle;
 
 /// The unit the journal keeps and writes: redb's pages are whole multiples of it.
 pub const PAGE: u64 = 4096;
-/// The journal's size unless [`RING_ENV`] says otherwise.
+/// The journal's size unless its opener asks for another, or [`RING_ENV`] says otherwise.
 pub const DEFAULT_RING: u64 = 64 << 20;
-/// Sets the journal's size in MiB (at least 1), for a file created from then on.
+/// Sets the journal's size in MiB (at least 1), for a file created from then on, over what its
+/// opener asks for.
 pub const RING_ENV: &str = "IM_JOURNAL_MIB";
 /// Pages a checkpoint writes before it waits for them to reach the disk.
 const PACE: usize = 8;
@@ -223,10 +224,10 @@ impl Header {
 
 impl Journal {
     /// Opens the journal beside the data file at `path` (`data`, already locked by the caller),
-    /// creating it if missing and replaying it if it holds records.
-    pub fn open(path: &Path, data: File) -> io::Result<Journal> {
-        let ring =
-            std::env::var(RING_ENV).ok().and_then(|v| v.parse::<u64>().ok()).map_or(DEFAULT_RING, |m| m.max(1) << 20);
+    /// creating it if missing (`ring` bytes, unless [`RING_ENV`] is set) and replaying it if it
+    /// holds records. An existing journal keeps its size.
+    pub fn open(path: &Path, data: File, ring: u64) -> io::Result<Journal> {
+        let ring = std::env::var(RING_ENV).ok().and_then(|v| v.parse::<u64>().ok()).map_or(ring, |m| m.max(1) << 20);
         Self::open_with_ring(path, data, ring)
     }
 
@@ -839,6 +840,23 @@ mod tests {
 
     fn on_disk(dir: &Path, p: u64) -> Option<u8> {
         std::fs::read(dir.join("d")).unwrap().get((p * PAGE) as usize).copied()
+    }
+
+    /// The size asked for is a new journal's; an existing one keeps its own, and its records.
+    #[test]
+    fn a_journal_keeps_the_size_it_was_created_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path());
+        j.write(2 * PAGE, &page(2)).unwrap();
+        sync(&j);
+        crash(j);
+        let len = || std::fs::metadata(journal_path(&dir.path().join("d"))).unwrap().len();
+        assert_eq!(len(), RING);
+        let data = OpenOptions::new().read(true).write(true).open(dir.path().join("d")).unwrap();
+        let j = Journal::open_with_ring(&dir.path().join("d"), data, 4 * RING).unwrap();
+        assert_eq!(len(), RING, "not re-created at another size");
+        drop(j);
+        assert_eq!(on_disk(dir.path(), 2), Some(2), "replayed");
     }
 
     #[test]

@@ -84,14 +84,19 @@ impl State {
 }
 
 impl Syncer {
-    /// The data file at `path` (`file`), its journal replayed.
-    pub fn new(path: &Path, file: File, counters: Arc<DiskCounters>) -> Result<Arc<Self>, redb::DatabaseError> {
+    /// The data file at `path` (`file`), its journal (of `ring` bytes if new) replayed.
+    pub fn new(
+        path: &Path,
+        file: File,
+        counters: Arc<DiskCounters>,
+        ring: u64,
+    ) -> Result<Arc<Self>, redb::DatabaseError> {
         let data = file.try_clone()?;
         // Locks the data file first: replaying the journal under another process's open
         // database would corrupt it.
         let file = FileBackend::new(file)?;
         Ok(Arc::new(Syncer {
-            journal: Journal::open(path, data)?,
+            journal: Journal::open(path, data, ring)?,
             file,
             counters,
             defer: AtomicBool::new(false),
@@ -245,12 +250,13 @@ impl StorageBackend for Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redb_journal::DEFAULT_RING;
 
     fn open() -> (tempfile::TempDir, Arc<Syncer>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).unwrap();
-        let syncer = Syncer::new(&path, file, Arc::default()).unwrap();
+        let syncer = Syncer::new(&path, file, Arc::default(), DEFAULT_RING).unwrap();
         (dir, syncer)
     }
 
@@ -269,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let open = |path: &Path| {
             let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path);
-            let syncer = Syncer::new(path, file.unwrap(), Arc::default()).unwrap();
+            let syncer = Syncer::new(path, file.unwrap(), Arc::default(), DEFAULT_RING).unwrap();
             redb::Builder::new().create_with_backend(syncer.backend()).unwrap()
         };
         let path = dir.path().join("f");

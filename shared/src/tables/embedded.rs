@@ -118,7 +118,14 @@ impl IoFailure for StoreError {
 impl RedbTables {
     /// Opens (or creates) the database file and every table of the schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(RedbTables { db: Arc::new(RedbFile::open(path, create_tables).map_err(map_err)?), feed: None })
+        Self::open_with_journal(path, crate::redb_journal::DEFAULT_RING)
+    }
+
+    /// As [`RedbTables::open`], with a write-ahead journal of `ring` bytes if the file is new
+    /// (see `redb_journal`).
+    pub fn open_with_journal(path: &Path, ring: u64) -> Result<Self, StoreError> {
+        let db = RedbFile::open_with_ring(path, create_tables, ring).map_err(map_err)?;
+        Ok(RedbTables { db: Arc::new(db), feed: None })
     }
 
     /// Records the changes `filter` keeps in the change feed (see the module comment).
