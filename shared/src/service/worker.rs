@@ -269,9 +269,11 @@ impl Service {
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
             }
         }
+        // What is staged is committed and forgotten, so a restart has nothing to index again.
+        self.commit_changes(&tables, &mut staged).await;
     }
 
     async fn stage_changes(&self, staged: &mut Staged, batch: Vec<(u64, String)>) {
