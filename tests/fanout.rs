@@ -7,6 +7,7 @@ use im_shared::queue::embedded::EmbeddedQueue;
 use im_shared::queue::names::FANOUT;
 use im_shared::queue::{Delivery, Depth, Queue, QueueError, service_queues};
 use im_shared::schema::SYNC;
+use im_shared::search::{BulkOutcome, Doc, Hits, Search, SearchError, SearchQuery, StagedDoc};
 use im_shared::service::groups::CreateGroupInput;
 use im_shared::service::messages::SendInput;
 use im_shared::service::users::ProfileInput;
@@ -563,6 +564,29 @@ async fn a_single_chat_is_delivered_with_its_send_and_its_index_job_survives_a_q
     assert_eq!(svc.sweep_outbox().await.unwrap(), 0, "the row went with the index job");
 }
 
+/// A service on tables with the local server's change feed, and ann and ben's single chat.
+struct FeedFixture {
+    tables: RedbTables,
+    queue: Arc<EmbeddedQueue>,
+    svc: Arc<Service>,
+    conv: String,
+}
+
+async fn feed_fixture(dir: &std::path::Path, search: Arc<dyn Search>) -> FeedFixture {
+    let tables = RedbTables::open(&dir.join("t.redb"))
+        .unwrap()
+        .with_change_feed(im_shared::service::search::index_job_of_change);
+    let queue = Arc::new(EmbeddedQueue::open(&dir.join("q.redb"), service_queues(5)).unwrap());
+    let cfg = Config { index_jobs: false, ..Config::default() };
+    let svc = Arc::new(Service::new(Arc::new(tables.clone()), queue.clone(), search, cfg));
+    for u in ["ann", "ben"] {
+        svc.put_me(u, ProfileInput { name: u.into(), gender: None, avatar_url: None, bio: None }).await.unwrap();
+    }
+    svc.request_friend("ann", "ben", None).await.unwrap();
+    let conv = svc.accept_friend("ben", "ann").await.unwrap().conversation_id;
+    FeedFixture { tables, queue, svc, conv }
+}
+
 /// The local server's indexer, fed by the tables' change feed: each message is found exactly
 /// once. Records still in the feed when it starts (a crash after a search commit and before the
 /// records were forgotten: here their documents are indexed beforehand, and the records kept)
@@ -571,17 +595,8 @@ async fn a_single_chat_is_delivered_with_its_send_and_its_index_job_survives_a_q
 #[tokio::test]
 async fn the_change_feed_indexes_each_message_once_with_records_left_by_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let tables = RedbTables::open(&dir.path().join("t.redb"))
-        .unwrap()
-        .with_change_feed(im_shared::service::search::index_job_of_change);
-    let queue = Arc::new(EmbeddedQueue::open(&dir.path().join("q.redb"), service_queues(5)).unwrap());
     let search = Arc::new(im_shared::search::embedded::TantivySearch::open(&dir.path().join("search")).unwrap());
-    let svc = Arc::new(Service::new(Arc::new(tables.clone()), queue, search, Config::default()));
-    for u in ["ann", "ben"] {
-        svc.put_me(u, ProfileInput { name: u.into(), gender: None, avatar_url: None, bio: None }).await.unwrap();
-    }
-    svc.request_friend("ann", "ben", None).await.unwrap();
-    let conv = svc.accept_friend("ben", "ann").await.unwrap().conversation_id;
+    let FeedFixture { tables, svc, conv, .. } = feed_fixture(dir.path(), search).await;
     let send = |i: usize| {
         let (svc, conv) = (svc.clone(), conv.clone());
         async move {
@@ -614,6 +629,76 @@ async fn the_change_feed_indexes_each_message_once_with_records_left_by_a_crash(
     let mut texts: Vec<String> = found.items.iter().map(|m| m.text.clone()).collect();
     texts.sort();
     assert_eq!(texts, (0..6).map(|i| format!("quince {i}")).collect::<Vec<_>>(), "each once");
+    stop.send(true).unwrap();
+    feed.await.unwrap();
+}
+
+/// Search whose commits fail while `failing` is set (a full disk under the index, say).
+struct FlakyCommit {
+    inner: im_shared::search::embedded::TantivySearch,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Search for FlakyCommit {
+    async fn index(&self, docs: Vec<Doc>) -> Result<BulkOutcome, SearchError> {
+        self.inner.index(docs).await
+    }
+    async fn stage(&self, docs: Vec<StagedDoc>) -> Result<BulkOutcome, SearchError> {
+        self.inner.stage(docs).await
+    }
+    async fn commit(&self) -> Result<(), SearchError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SearchError::Unavailable("the test's search commits fail".into()));
+        }
+        self.inner.commit().await
+    }
+    async fn search_messages(&self, q: SearchQuery) -> Result<Hits, SearchError> {
+        self.inner.search_messages(q).await
+    }
+    async fn search_groups(&self, q: SearchQuery) -> Result<Hits, SearchError> {
+        self.inner.search_groups(q).await
+    }
+    async fn clear(&self) -> Result<(), SearchError> {
+        self.inner.clear().await
+    }
+}
+
+/// While search commits fail, the change feed keeps its records and reads them again each
+/// round, but a job that failed on its own (a stored message that does not parse) goes to the
+/// index queue once, not once a round; once commits work, the rest are found and forgotten.
+#[tokio::test]
+async fn while_search_commits_fail_the_feed_waits_and_a_failed_job_is_queued_once() {
+    use im_shared::queue::names::INDEX;
+    use im_shared::schema::STORE;
+    let dir = tempfile::tempdir().unwrap();
+    let inner = im_shared::search::embedded::TantivySearch::open(&dir.path().join("search")).unwrap();
+    let search = Arc::new(FlakyCommit { inner, failing: true.into() });
+    let FeedFixture { tables, queue, svc, conv } = feed_fixture(dir.path(), search.clone()).await;
+    for i in 0..2 {
+        let input = SendInput { client_msg_id: format!("m{i}"), kind: "text".into(), text: format!("medlar {i}") };
+        svc.send("ann", &conv, input).await.unwrap();
+    }
+    let bad = serde_json::json!({"timeline_id": conv, "seq": 99, "text": 5});
+    tables.put(&STORE, bad.as_object().unwrap().clone(), Cond::NotExists).await.unwrap();
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let feed = tokio::spawn(svc.clone().run_change_feed(tables.clone(), stopped));
+    tokio::time::sleep(Duration::from_millis(1500)).await; // several rounds, every commit failing
+    assert_eq!(queue.depth(INDEX).await.unwrap().waiting, 1, "the bad job, queued once");
+    assert_eq!(tables.changes(None, 10).await.unwrap().len(), 2, "the good records wait in the feed");
+
+    search.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = svc.search_messages("ben", Some("medlar".into()), None, None, None).await.unwrap();
+        if found.items.len() == 2 && tables.changes(None, 1).await.unwrap().is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not indexed 10 s after commits work again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(queue.depth(INDEX).await.unwrap().waiting, 1, "and still once");
     stop.send(true).unwrap();
     feed.await.unwrap();
 }

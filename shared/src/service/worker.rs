@@ -256,7 +256,7 @@ impl Service {
                     IDLE
                 }
                 Ok(batch) => {
-                    self.stage_changes(&mut staged, batch).await;
+                    self.stage_changes(&tables, &mut staged, batch).await;
                     if commit_due(staged.positions.len(), staged.committed.elapsed()) {
                         self.commit_changes(&tables, &mut staged).await;
                     }
@@ -276,7 +276,12 @@ impl Service {
         self.commit_changes(&tables, &mut staged).await;
     }
 
-    async fn stage_changes(&self, staged: &mut Staged, batch: Vec<(u64, String)>) {
+    async fn stage_changes(
+        &self,
+        tables: &crate::tables::embedded::RedbTables,
+        staged: &mut Staged,
+        batch: Vec<(u64, String)>,
+    ) {
         let bodies: Vec<&str> = batch.iter().map(|(_, b)| b.as_str()).collect();
         let mut jobs = super::search::parse_jobs(&bodies).await;
         for ((position, _), job) in batch.iter().zip(&mut jobs) {
@@ -287,18 +292,34 @@ impl Service {
             }
         }
         let outcomes = self.apply_jobs(jobs, super::search::Apply::Stage).await;
-        let failed: Vec<String> =
-            bodies.iter().zip(&outcomes).filter(|(_, o)| o.is_err()).map(|(b, _)| b.to_string()).collect();
-        if let Some(Err(e)) = outcomes.iter().find(|o| o.is_err()) {
-            tracing::warn!(jobs = failed.len(), error = %e, "indexing failed; the jobs go to the index queue to be retried");
-            if let Err(e) = self.queue.send_batch(INDEX, failed).await {
-                tracing::warn!(error = %e, "could not queue the failed index jobs; they stay in the change feed");
-                staged.positions.extend(batch.iter().map(|(p, _)| *p));
-                staged.reset();
-                return;
+        let Some(Err(e)) = outcomes.iter().find(|o| o.is_err()) else {
+            staged.positions.extend(batch.iter().map(|(p, _)| *p));
+            return;
+        };
+        let (mut failed, mut failed_at) = (Vec::new(), Vec::new());
+        for ((position, body), outcome) in batch.iter().zip(&outcomes) {
+            if outcome.is_err() {
+                failed.push(body.clone());
+                failed_at.push(*position);
             }
         }
-        staged.positions.extend(batch.iter().map(|(p, _)| *p));
+        tracing::warn!(jobs = failed.len(), error = %e, "indexing failed; the jobs go to the index queue to be retried");
+        if let Err(e) = self.queue.send_batch(INDEX, failed).await {
+            tracing::warn!(error = %e, "could not queue the failed index jobs; they stay in the change feed");
+            staged.positions.extend(batch.iter().map(|(p, _)| *p));
+            staged.reset();
+            return;
+        }
+        // The queue has them now: forgotten at once, not at the next search commit, which
+        // may fail too (search down) and have the whole batch read and queued again each round.
+        if let Err(e) = tables.forget_changes(failed_at).await {
+            // Read again, as replacements: the queue's worker may have indexed them by then.
+            tracing::warn!(error = %e, "could not forget queued index jobs; they will be queued again (harmlessly)");
+            staged.positions.extend(batch.iter().map(|(p, _)| *p));
+            staged.reset();
+            return;
+        }
+        staged.positions.extend(batch.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|((p, _), _)| *p));
     }
 
     async fn commit_changes(&self, tables: &crate::tables::embedded::RedbTables, staged: &mut Staged) {
