@@ -95,7 +95,7 @@ async fn open_search(cfg: &Config) -> Result<Arc<dyn Search>, String> {
 /// on write the same branch pages, counters and summaries over and over, so a longer interval
 /// writes fewer pages per send. At 64 clients (im-bench send, alternating runs) it halved the
 /// checkpoint thread's CPU per send (7 against 14 µs), and cut the time checkpoints ran from
-/// about half of the run to about a quarter; the journal's flushes are slower while one runs.
+/// about half of the run to about 30% (the journal's flushes are slower while one runs).
 /// It costs 256 MiB of disk, written when the file is created (about half a second).
 const TABLES_JOURNAL: u64 = 256 << 20;
 

@@ -228,10 +228,11 @@ impl Journal {
     /// holds records. An existing journal keeps its size.
     pub fn open(path: &Path, data: File, ring: u64) -> io::Result<Journal> {
         let ring = std::env::var(RING_ENV).ok().and_then(|v| v.parse::<u64>().ok()).map_or(ring, |m| m.max(1) << 20);
-        Self::open_with_ring(path, data, ring)
+        Self::open_ignoring_env(path, data, ring)
     }
 
-    fn open_with_ring(path: &Path, data: File, ring: u64) -> io::Result<Journal> {
+    /// As [`Journal::open`], with `ring` as given whatever [`RING_ENV`] says (the tests' sizes).
+    fn open_ignoring_env(path: &Path, data: File, ring: u64) -> io::Result<Journal> {
         let jpath = journal_path(path);
         let journal = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&jpath)?;
         let header = match read_header(&journal)? {
@@ -807,7 +808,7 @@ mod tests {
 
     fn open(dir: &Path) -> Journal {
         let data = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("d")).unwrap();
-        Journal::open_with_ring(&dir.join("d"), data, RING).unwrap()
+        Journal::open_ignoring_env(&dir.join("d"), data, RING).unwrap()
     }
 
     /// A commit's sync: its record sealed, written and synced.
@@ -853,7 +854,7 @@ mod tests {
         let len = || std::fs::metadata(journal_path(&dir.path().join("d"))).unwrap().len();
         assert_eq!(len(), RING);
         let data = OpenOptions::new().read(true).write(true).open(dir.path().join("d")).unwrap();
-        let j = Journal::open_with_ring(&dir.path().join("d"), data, 4 * RING).unwrap();
+        let j = Journal::open_ignoring_env(&dir.path().join("d"), data, 4 * RING).unwrap();
         assert_eq!(len(), RING, "not re-created at another size");
         drop(j);
         assert_eq!(on_disk(dir.path(), 2), Some(2), "replayed");

@@ -304,22 +304,28 @@ impl Service {
             }
         }
         tracing::warn!(jobs = failed.len(), error = %e, "indexing failed; the jobs go to the index queue to be retried");
-        if let Err(e) = self.queue.send_batch(INDEX, failed).await {
-            tracing::warn!(error = %e, "could not queue the failed index jobs; they stay in the change feed");
+        let handed_over = match self.queue.send_batch(INDEX, failed).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "could not queue the failed index jobs; they stay in the change feed");
+                false
+            }
+            // The queue has them now: forgotten at once, not at the next search commit, which
+            // may fail too (search down) and have the whole batch read and queued again each round.
+            Ok(()) => match tables.forget_changes(failed_at).await {
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not forget queued index jobs; they will be queued again (harmlessly)");
+                    false
+                }
+                Ok(()) => true,
+            },
+        };
+        if handed_over {
+            staged.positions.extend(batch.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|((p, _), _)| *p));
+        } else {
+            // Read again, as replacements: the queue's worker may have indexed some by then.
             staged.positions.extend(batch.iter().map(|(p, _)| *p));
             staged.reset();
-            return;
         }
-        // The queue has them now: forgotten at once, not at the next search commit, which
-        // may fail too (search down) and have the whole batch read and queued again each round.
-        if let Err(e) = tables.forget_changes(failed_at).await {
-            // Read again, as replacements: the queue's worker may have indexed them by then.
-            tracing::warn!(error = %e, "could not forget queued index jobs; they will be queued again (harmlessly)");
-            staged.positions.extend(batch.iter().map(|(p, _)| *p));
-            staged.reset();
-            return;
-        }
-        staged.positions.extend(batch.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|((p, _), _)| *p));
     }
 
     async fn commit_changes(&self, tables: &crate::tables::embedded::RedbTables, staged: &mut Staged) {

@@ -163,10 +163,11 @@ impl RedbTables {
 
     /// Removes handled records from the change feed.
     ///
-    /// The positions are those [`RedbTables::changes`] read, the oldest of the feed, so they
-    /// span one range with nothing else in it: redb's `retain_in` drops the range a leaf at a
-    /// time, where one `remove` per record walked the tree for each, thousands at a time on the
-    /// one commit thread every send waits for. Positions not asked for stay, should there be any.
+    /// The positions are records [`RedbTables::changes`] read, mostly all those of the range
+    /// they span: redb's `retain_in` drops the range a leaf at a time, where one `remove` per
+    /// record walked the tree for each, thousands at a time on the one commit thread every send
+    /// waits for. Records in the range that are not named stay (the change feed's indexer
+    /// forgets the jobs it queued apart from those it staged).
     pub async fn forget_changes(&self, mut positions: Vec<u64>) -> Result<(), StoreError> {
         positions.sort_unstable();
         let (Some(&first), Some(&last)) = (positions.first(), positions.last()) else { return Ok(()) };
