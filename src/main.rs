@@ -20,6 +20,7 @@ const USAGE: &str = "usage: im-server [serve | provision | redrive | queue-stats
 configuration: environment variables, see README.md";
 
 fn main() {
+    im_server::alloc::keep_freed_memory();
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
     // Generated documents, printed without any configuration.
     match command.as_str() {

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 const SCENARIOS: [&str; 7] = ["send", "sync", "history", "conversations", "search", "groups", "push"];
 
 fn main() {
+    im_server::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let chosen: Vec<&str> = if args.is_empty() || args.iter().any(|a| a == "all") {
         SCENARIOS.to_vec()
