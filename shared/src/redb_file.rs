@@ -114,7 +114,9 @@ trait Job: Send {
 struct Pending<T, E, F> {
     write: F,
     out: Option<Result<T, E>>,
-    reply: oneshot::Sender<Result<T, E>>,
+    /// The result, with the write itself: what it captured (a transaction's items) is freed by
+    /// the caller, not on the sync thread, whose time is every waiting writer's.
+    reply: oneshot::Sender<(Result<T, E>, F)>,
 }
 
 impl<T, E, F> Job for Pending<T, E, F>
@@ -138,12 +140,13 @@ where
     }
 
     fn finish(self: Box<Self>, failed: Option<&Failure>) {
-        let out = match (failed, self.out) {
+        let Pending { write, out, reply } = *self;
+        let out = match (failed, out) {
             (Some(f), _) => Err(f.to()),
             (None, Some(out)) => out,
             (None, None) => Err(E::internal("a write was answered before it ran".into())),
         };
-        let _ = self.reply.send(out); // the caller may have gone away (a dropped request)
+        let _ = reply.send((out, write)); // the caller may have gone away (a dropped request)
     }
 }
 
@@ -293,7 +296,9 @@ impl RedbFile {
         let job = Box::new(Pending { write, out: None, reply });
         let stopped = || E::internal(format!("{}: the commit thread has stopped", self.shared.path.display()));
         self.jobs.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let (out, write) = answer.await.map_err(|_| stopped())?;
+        drop(write); // here, on the caller's thread (see `Pending::reply`)
+        out
     }
 }
 
@@ -630,6 +635,29 @@ mod tests {
         assert_eq!(read(&file, "dirty"), None, "the half-done write was rolled back");
         assert_eq!(read(&file, "good"), Some(1));
         assert_eq!(read(&file, "hold"), Some(1));
+    }
+
+    /// What a write captured is freed by its caller, not by the file's threads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_is_dropped_on_its_callers_thread() {
+        struct Tell(Arc<Mutex<Option<String>>>);
+        impl Drop for Tell {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap() = std::thread::current().name().map(str::to_string);
+            }
+        }
+        let (_dir, file) = open();
+        let dropped_on = Arc::new(Mutex::new(None));
+        let tell = Tell(dropped_on.clone());
+        file.write(move |txn| {
+            let _ = &tell;
+            add(txn, "k", 1)
+        })
+        .await
+        .unwrap();
+        let on = dropped_on.lock().unwrap().clone();
+        assert!(on.is_some(), "not dropped by the time the write was answered");
+        assert!(![Some(COMMIT_THREAD), Some(SYNC_THREAD)].contains(&on.as_deref()), "dropped on {on:?}");
     }
 
     #[tokio::test]
