@@ -88,7 +88,7 @@ impl LambdaEnv {
     /// the indexes with it). Makes no network call: cold starts stay short, and the first
     /// request finds out if something is unreachable.
     pub async fn service(&self) -> Result<(Arc<Service>, Arc<OpenSearchSearch>), String> {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = sdk_config(|name| std::env::var(name).ok())?;
         let tables: Arc<dyn im_shared::tables::Tables> =
             Arc::new(DynamoTables::new(aws_sdk_dynamodb::Client::new(&sdk), self.table_prefix.clone()));
         // The template defines the queues' redrive policies; only the names matter here.
@@ -105,6 +105,34 @@ impl LambdaEnv {
         }
         Ok((Arc::new(service), search))
     }
+}
+
+/// The AWS SDK's configuration as Lambda gives it, read with `var`: the region (`AWS_REGION`,
+/// or `AWS_DEFAULT_REGION`), the execution role's credentials (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), and `AWS_ENDPOINT_URL` for LocalStack or
+/// moto. A missing region or key is a configuration error, named, as for the function's own
+/// variables.
+///
+/// Not `aws_config::load_defaults`: its credential chain (profiles, SSO, web identity, IMDS,
+/// containers) links a whole STS client into every function, for sources a Lambda function
+/// never has, and the functions' zips must stay under 4 MB (README, "Lambda packaging"). The
+/// clients add what this leaves out (HTTP client, retries, timeouts, sleep) from their defaults.
+pub fn sdk_config(var: impl Fn(&str) -> Option<String>) -> Result<aws_config::SdkConfig, String> {
+    use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
+    let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).ok_or("AWS_REGION must be set")?;
+    let (Some(key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else {
+        return Err("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set (Lambda sets them)".into());
+    };
+    let credentials = Credentials::new(key, secret, var("AWS_SESSION_TOKEN"), None, "environment");
+    let mut sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region))
+        .credentials_provider(SharedCredentialsProvider::new(credentials));
+    if let Some(url) = var("AWS_ENDPOINT_URL") {
+        sdk = sdk.endpoint_url(url);
+    }
+    Ok(sdk.build())
 }
 
 /// Cold start: logging, configuration and the service (with its search adapter), or the reason
@@ -284,7 +312,7 @@ pub async fn ws_function(name: &str) -> Result<(), lambda_runtime::Error> {
         } else {
             (String::new(), String::new())
         };
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = sdk_config(|name| std::env::var(name).ok())?;
         let tables = DynamoTables::new(aws_sdk_dynamodb::Client::new(&sdk), prefix);
         Ok::<_, String>(crate::ws::WsApp {
             connections: Connections::new(Arc::new(tables)),
