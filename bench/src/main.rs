@@ -235,8 +235,9 @@ fn start_moto() -> Result<(String, Option<std::process::Child>), String> {
 }
 
 /// `im-bench lambda`: the functions' zips and cold starts, from the binaries next to this one
-/// (or in `IM_LAMBDA_DIR`).
+/// (or in `IM_LAMBDA_DIR`); all of them, or those named in `IM_LAMBDA_FUNCTIONS`.
 async fn lambda_figures() -> Result<(), String> {
+    let functions = lambda::chosen(&std::env::var("IM_LAMBDA_FUNCTIONS").unwrap_or_default())?;
     let dir = match std::env::var_os("IM_LAMBDA_DIR") {
         Some(d) => std::path::PathBuf::from(d),
         None => {
@@ -246,7 +247,7 @@ async fn lambda_figures() -> Result<(), String> {
     let out_path: String = env_or("IM_BENCH_OUT", "target/im-bench-lambda.json".to_string())?;
     let work = std::env::temp_dir().join(format!("im-bench-lambda-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    let rows = lambda::run(&dir, &work).await;
+    let rows = lambda::run(&dir, &work, &functions).await;
     let _ = std::fs::remove_dir_all(&work);
     write_report(&out_path, json!({ "functions": rows? }))
 }
