@@ -19,7 +19,7 @@ use crate::ids::char_len;
 use crate::model::{Group, List, Message};
 use crate::queue::names::INDEX;
 use crate::schema::{CONVERSATIONS, META, STORE};
-use crate::search::{After, Doc, GroupDoc, MessageDoc, SearchQuery, StagedDoc};
+use crate::search::{After, Doc, GroupDoc, MessageDoc, SearchQuery};
 use crate::tables::{Key, Query};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -111,6 +111,7 @@ pub(crate) enum Apply {
     Commit,
     /// Left to the next `commit`: for the change feed, whose records are forgotten after it.
     /// A job [`IndexJob::created`] stages its document as new.
+    #[cfg(feature = "embedded")]
     Stage,
 }
 
@@ -189,8 +190,11 @@ impl Service {
         let ready = jobs.iter().zip(&docs).filter_map(|(j, d)| Some((j.as_ref().ok()?, d.as_ref().ok()?.clone())));
         let outcome = match apply {
             Apply::Commit => self.search.index(ready.map(|(_, doc)| doc).collect()).await,
+            #[cfg(feature = "embedded")]
             Apply::Stage => {
-                self.search.stage(ready.map(|(j, doc)| StagedDoc { doc, new: j.created() }).collect()).await
+                self.search
+                    .stage(ready.map(|(j, doc)| crate::search::StagedDoc { doc, new: j.created() }).collect())
+                    .await
             }
         };
         let outcome = match outcome {

@@ -55,10 +55,12 @@ impl Worker {
 /// Changes the local server's indexer takes from the change feed at once. Unlike a queue's
 /// receive, reading the feed charges nothing to a job, so a batch may hold all that a busy
 /// second brings.
+#[cfg(feature = "embedded")]
 const CHANGE_FEED_BATCH: usize = 10_000;
 
 /// Documents staged since the last search commit that mean the server is busy (a thousand
 /// messages a second or more): the next commit then waits for [`BUSY_COMMIT_EVERY`].
+#[cfg(feature = "embedded")]
 const BUSY_COMMIT: usize = 1000;
 
 /// The least time between search commits while busy. A search commit has a fixed cost (a new
@@ -67,11 +69,13 @@ const BUSY_COMMIT: usize = 1000;
 /// messages each, indexing could not keep up with 6,000 sends a second, and was a tenth of the
 /// server's CPU samples (perf, im-bench send at 64 clients). A second is also OpenSearch's
 /// refresh interval, the bound the API gives for search on AWS.
+#[cfg(feature = "embedded")]
 const BUSY_COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 /// Whether the change feed's indexer commits now, with `staged` documents staged since the last
 /// commit, `since` ago. Below a thousand messages a second every round commits, so results are
 /// as fresh as the index worker's pace.
+#[cfg(feature = "embedded")]
 fn commit_due(staged: usize, since: Duration) -> bool {
     staged < BUSY_COMMIT || since >= BUSY_COMMIT_EVERY
 }
