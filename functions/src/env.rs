@@ -8,7 +8,12 @@ use std::str::FromStr;
 
 /// A variable's value; unset and blank are the same.
 pub fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    std::env::var(name).ok().and_then(non_blank)
+}
+
+/// A value, unless it is blank: the rule [`var`] applies, for variables read some other way.
+pub fn non_blank(value: String) -> Option<String> {
+    (!value.trim().is_empty()).then_some(value)
 }
 
 /// A variable that has no sensible default.

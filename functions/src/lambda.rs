@@ -88,7 +88,7 @@ impl LambdaEnv {
     /// the indexes with it). Makes no network call: cold starts stay short, and the first
     /// request finds out if something is unreachable.
     pub async fn service(&self) -> Result<(Arc<Service>, Arc<OpenSearchSearch>), String> {
-        let sdk = sdk_config(|name| std::env::var(name).ok())?;
+        let sdk = sdk_config(crate::env::var)?;
         let tables: Arc<dyn im_shared::tables::Tables> =
             Arc::new(DynamoTables::new(aws_sdk_dynamodb::Client::new(&sdk), self.table_prefix.clone()));
         // The template defines the queues' redrive policies; only the names matter here.
@@ -110,8 +110,8 @@ impl LambdaEnv {
 /// The AWS SDK's configuration as Lambda gives it, read with `var`: the region (`AWS_REGION`,
 /// or `AWS_DEFAULT_REGION`), the execution role's credentials (`AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), and `AWS_ENDPOINT_URL` for LocalStack or
-/// moto. A missing region or key is a configuration error, named, as for the function's own
-/// variables.
+/// moto. A missing (or blank, as `env::var` counts it) region or key is a configuration error,
+/// named, as for the function's own variables.
 ///
 /// Not `aws_config::load_defaults`: its credential chain (profiles, SSO, web identity, IMDS,
 /// containers) links a whole STS client into every function, for sources a Lambda function
@@ -119,7 +119,7 @@ impl LambdaEnv {
 /// clients add what this leaves out (HTTP client, retries, timeouts, sleep) from their defaults.
 pub fn sdk_config(var: impl Fn(&str) -> Option<String>) -> Result<aws_config::SdkConfig, String> {
     use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
-    let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    let var = |name: &str| var(name).and_then(crate::env::non_blank);
     let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).ok_or("AWS_REGION must be set")?;
     let (Some(key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else {
         return Err("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set (Lambda sets them)".into());
@@ -312,7 +312,7 @@ pub async fn ws_function(name: &str) -> Result<(), lambda_runtime::Error> {
         } else {
             (String::new(), String::new())
         };
-        let sdk = sdk_config(|name| std::env::var(name).ok())?;
+        let sdk = sdk_config(crate::env::var)?;
         let tables = DynamoTables::new(aws_sdk_dynamodb::Client::new(&sdk), prefix);
         Ok::<_, String>(crate::ws::WsApp {
             connections: Connections::new(Arc::new(tables)),
