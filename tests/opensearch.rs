@@ -215,7 +215,10 @@ async fn search_sends_phrase_filter_sort_and_cursor_and_reads_the_hits() {
             "size": 3,
             "_source": false,
             "track_total_hits": false,
-            "query": {"bool": {"must": [{"match_phrase": {"text": "表格存储"}}], "filter": [{"terms": {"scope": ["g_a", "s_b"]}}]}},
+            "query": {"bool": {
+                "must": [{"match_phrase_prefix": {"text": {"query": "表格存储", "max_expansions": 50}}}],
+                "filter": [{"terms": {"scope": ["g_a", "s_b"]}}],
+            }},
             "sort": [{"time": "desc"}, {"tiebreak": "desc"}],
             "search_after": [1_700_000_000_400i64, 9],
         })

@@ -106,6 +106,30 @@ async fn search_pages_and_rejects_bad_input() {
     assert!(texts(&s, &b, "!!!").await.is_empty(), "a query without words finds nothing");
 }
 
+/// Search as you type, through HTTP: the last word of a query is the start of a word, for
+/// messages and for group names alike.
+#[tokio::test]
+async fn the_last_word_of_a_query_finds_words_that_start_with_it() {
+    let s = Server::start();
+    let (a, b) = (s.user("alice").await, s.user("bob").await);
+    let conv = s.befriend(&a, &b).await;
+    a.send(&s, &conv, "1", "the quartzite sample arrived").await;
+    a.send(&s, &conv, "2", "one more sample arriving late").await;
+    until_found(&s, &b, "sample arr", 2).await;
+    assert_eq!(
+        texts(&s, &b, "sample arri").await,
+        vec!["one more sample arriving late", "the quartzite sample arrived"]
+    );
+    assert_eq!(texts(&s, &b, "sample arrived").await, vec!["the quartzite sample arrived"]);
+    assert!(texts(&s, &b, "sam arrived").await.is_empty(), "only the last word is a prefix");
+    a.post(&s, "/v1/groups", json!({"name": "Rustaceans", "join_policy": "open"})).await;
+    s.eventually(10, "the group is found by the start of its name", || async {
+        let (_, v) = b.get(&s, "/v1/groups?q=rust").await;
+        v["items"][0]["name"] == "Rustaceans"
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_member_who_leaves_stops_finding_the_group_at_once() {
     let s = Server::start();

@@ -46,7 +46,7 @@ fn int_param(name: &str, description: &str, minimum: i64) -> Value {
 
 fn phrase() -> Value {
     json!({"name": "q", "in": "query", "required": true,
-           "description": "the phrase to find (case-insensitive; CJK by substring), 1-200 characters, not blank",
+           "description": "the words to find, in order, the last one as the start of a word (case-insensitive; CJK by substring), 1-200 characters, not blank",
            "schema": {"type": "string", "minLength": 1, "maxLength": im_shared::service::search::MAX_QUERY_CHARS,
                       "pattern": "\\S"}})
 }

@@ -1,6 +1,6 @@
 //! The Search port's contract: phrase matching with the project's analysis (CJK by substring,
-//! other scripts by word, case-insensitive), newest first, paged, filtered by conversation
-//! inside the engine, idempotent re-indexing.
+//! other scripts by word, case-insensitive, the last word as a prefix), newest first, paged,
+//! filtered by conversation inside the engine, idempotent re-indexing.
 
 use super::unique;
 use im_shared::search::{After, Doc, GroupDoc, MessageDoc, Search, SearchQuery, StagedDoc};
@@ -84,13 +84,56 @@ pub async fn latin_text_matches_whole_words_case_insensitively(s: Adapter) {
     )
     .await;
     let id = |n: i64| format!("{c}/{n}");
-    assert_eq!(ids(&s, q("hello world", &[&c])).await, vec![id(1)], "a phrase, in order, across punctuation");
+    assert_eq!(
+        ids(&s, q("hello world", &[&c])).await,
+        vec![id(3), id(1)],
+        "a phrase, in order, across punctuation (the last word also as the start of \"worlds\")"
+    );
+    assert_eq!(ids(&s, q("hello worlds", &[&c])).await, vec![id(3)]);
     assert_eq!(ids(&s, q("HELLO", &[&c])).await, vec![id(3), id(2), id(1)]);
-    assert!(ids(&s, q("wor", &[&c])).await.is_empty(), "no partial words");
+    assert!(ids(&s, q("wor hello", &[&c])).await.is_empty(), "no partial words but the last");
+    assert!(ids(&s, q("ello", &[&c])).await.is_empty(), "a prefix, not any part of a word");
     assert_eq!(ids(&s, q("3.14", &[&c])).await, vec![id(1)]);
     assert_eq!(ids(&s, q("o'clock", &[&c])).await, vec![id(1)]);
-    assert_eq!(ids(&s, q("world!!", &[&c])).await, vec![id(2), id(1)], "punctuation in the query is ignored");
+    assert_eq!(ids(&s, q("world!!", &[&c])).await, vec![id(3), id(2), id(1)], "punctuation in the query is ignored");
     assert!(ids(&s, q("?!", &[&c])).await.is_empty(), "a query without words finds nothing");
+}
+
+/// Search as you type: the words before the last are whole words, the last one is the start of
+/// a word, at most `MAX_PREFIX_EXPANSIONS` words of the index.
+pub async fn the_last_word_matches_as_the_start_of_a_word(s: Adapter) {
+    let c = unique("s_prefix");
+    index(
+        &s,
+        vec![
+            msg(&c, 1, 1, "the quartzite sample arrived"),
+            msg(&c, 2, 2, "Sample arrangement for Friday"),
+            msg(&c, 3, 3, "just a sample"),
+            msg(&c, 4, 4, "arrived: one sample"),
+            msg(&c, 5, 5, "Rustaceans, unite"),
+            msg(&c, 6, 6, "表格存储 sample"),
+        ],
+    )
+    .await;
+    let id = |n: i64| format!("{c}/{n}");
+    assert_eq!(ids(&s, q("sample arr", &[&c])).await, vec![id(2), id(1)]);
+    assert_eq!(ids(&s, q("sample arrived", &[&c])).await, vec![id(1)], "a whole last word is its own prefix");
+    assert_eq!(ids(&s, q("sample arrivedx", &[&c])).await, Vec::<String>::new());
+    assert!(ids(&s, q("sam arr", &[&c])).await.is_empty(), "only the last word is a prefix");
+    assert_eq!(ids(&s, q("arrived one sam", &[&c])).await, vec![id(4)]);
+    assert_eq!(ids(&s, q("RUST", &[&c])).await, vec![id(5)], "a single word, any case");
+    assert_eq!(ids(&s, q("r", &[&c])).await, vec![id(5)], "one letter is a prefix too");
+    assert_eq!(ids(&s, q("存储 sam", &[&c])).await, vec![id(6)], "after CJK characters");
+    assert_eq!(ids(&s, q("表格存", &[&c])).await, vec![id(6)], "CJK still by substring");
+
+    // 60 words with one start: the last word stands for the first 50 of them.
+    let tag = unique("x").replace('-', "");
+    let e = unique("s_expand");
+    index(&s, (0..60).map(|n| msg(&e, n + 1, n + 1, &format!("{tag}w{n:02}"))).collect()).await;
+    let expanded = ids(&s, q(&format!("{tag}w"), &[&e])).await;
+    assert_eq!(expanded.len(), 50, "at most MAX_PREFIX_EXPANSIONS words: {expanded:?}");
+    assert_eq!(im_shared::search::MAX_PREFIX_EXPANSIONS, 50);
+    assert_eq!(ids(&s, q(&format!("{tag}w59"), &[&e])).await, vec![format!("{e}/60")], "each word is still found");
 }
 
 pub async fn hits_come_newest_first_and_page_without_loss_or_repeat(s: Adapter) {
@@ -219,6 +262,7 @@ macro_rules! search_conformance {
             [
                 cjk_text_matches_by_substring,
                 latin_text_matches_whole_words_case_insensitively,
+                the_last_word_matches_as_the_start_of_a_word,
                 hits_come_newest_first_and_page_without_loss_or_repeat,
                 only_the_given_conversations_are_searched,
                 reindexing_replaces_and_never_duplicates,

@@ -5,14 +5,14 @@
 //! keeps every committed document, and the queue or the change feed (whose records are
 //! forgotten only after the commit) brings back the uncommitted tail.
 
-use super::analyzer::{Tok, terms, tokens};
+use super::analyzer::{Tok, is_cjk, terms, tokens};
 use super::*;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery, TermSetQuery};
+use tantivy::query::{BooleanQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery, TermQuery, TermSetQuery};
 use tantivy::schema::{
     Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
@@ -148,15 +148,12 @@ impl Engine {
     }
 
     fn search(&self, q: &SearchQuery, scoped: bool) -> Result<Hits, SearchError> {
-        let terms: Vec<Term> = terms(&q.phrase).iter().map(|t| Term::from_field_text(self.f.text, t)).collect();
-        if terms.is_empty() || (scoped && q.conversations.is_empty()) {
+        let Some(text) = text_query(self.f.text, &q.phrase) else {
+            return Ok(Hits::default());
+        };
+        if scoped && q.conversations.is_empty() {
             return Ok(Hits::default());
         }
-        let text: Box<dyn Query> = if terms.len() == 1 {
-            Box::new(TermQuery::new(terms[0].clone(), IndexRecordOption::Basic))
-        } else {
-            Box::new(PhraseQuery::new(terms))
-        };
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, text)];
         if scoped {
             let scopes = q.conversations.iter().map(|c| Term::from_field_text(self.f.scope, c));
@@ -203,6 +200,26 @@ impl Engine {
         let next = if top.len() > limit { hits.last().map(Hit::after) } else { None };
         Ok(Hits { hits, next })
     }
+}
+
+/// The words of `phrase` in order, the last one as a prefix of a word (at most
+/// [`MAX_PREFIX_EXPANSIONS`] words of the index), as OpenSearch's `match_phrase_prefix`; `None`
+/// when it has no words. A Chinese, Japanese or Korean character is a word of its own that no
+/// other word starts with, so a query ending in one needs no prefix: the plain phrase is the
+/// same match, without the term dictionary's walk.
+pub fn text_query(field: Field, phrase: &str) -> Option<Box<dyn Query>> {
+    let words = terms(phrase);
+    let last_is_cjk = words.last()?.chars().next().is_some_and(is_cjk);
+    let mut terms: Vec<Term> = words.iter().map(|t| Term::from_field_text(field, t)).collect();
+    Some(match (terms.len(), last_is_cjk) {
+        (1, true) => Box::new(TermQuery::new(terms.remove(0), IndexRecordOption::Basic)),
+        (_, true) => Box::new(PhraseQuery::new(terms)),
+        (_, false) => {
+            let mut q = PhrasePrefixQuery::new(terms);
+            q.set_max_expansions(MAX_PREFIX_EXPANSIONS);
+            Box::new(q)
+        }
+    })
 }
 
 #[derive(Clone)]

@@ -2,6 +2,12 @@
 //! OpenSearch is the model; the embedded adapter is tantivy. Both analyse text with
 //! [`analyzer`], so they return the same hits.
 //!
+//! A query is matched as you type: its words as a phrase, the last word as a prefix of a word
+//! ("sample arr" finds "the quartzite sample arrived", "rust" finds "Rustaceans"). Chinese,
+//! Japanese and Korean characters are words of one character, so they match by substring as
+//! before. The last word stands for at most [`MAX_PREFIX_EXPANSIONS`] indexed words, as in
+//! OpenSearch's `match_phrase_prefix`.
+//!
 //! Hits are ordered by `(time desc, tiebreak desc)`, where `tiebreak` is a message's seq, then a
 //! hash of the document id ([`tiebreak`]), so the order is total and a cursor (the last hit's
 //! pair) continues exactly after it.
@@ -92,9 +98,15 @@ pub struct Hits {
     pub next: Option<After>,
 }
 
-/// A phrase query over one of the indexes.
+/// How many indexed words the last word of a query may stand for (the first ones in the term
+/// dictionary that start with it): OpenSearch's `max_expansions`, at its default, and the same
+/// bound for tantivy, so that a short last word costs a bounded amount on both.
+pub const MAX_PREFIX_EXPANSIONS: u32 = 50;
+
+/// A query over one of the indexes.
 #[derive(Debug, Clone)]
 pub struct SearchQuery {
+    /// Words to find in this order, the last one as a prefix (see the module's docs).
     pub phrase: String,
     /// Only messages of these conversations (ignored for groups). Empty finds nothing.
     pub conversations: Vec<String>,

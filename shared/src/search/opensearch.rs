@@ -6,7 +6,8 @@
 //! - Indexes are created from `infra/opensearch/index.json` (settings, analyzer, mappings).
 //! - Indexing is one `_bulk` call with `refresh=wait_for` (searchable when it returns); each
 //!   item's own status decides its outcome, so a partial failure retries only what failed.
-//! - Queries: `match_phrase` on the analyzed text, a `terms` filter on the conversation ids,
+//! - Queries: `match_phrase_prefix` on the analyzed text (the last word a prefix, at most
+//!   [`MAX_PREFIX_EXPANSIONS`] words), a `terms` filter on the conversation ids,
 //!   sorted by `time` then `tiebreak`, descending, continued with `search_after`.
 
 use super::analyzer::terms;
@@ -153,7 +154,10 @@ impl OpenSearchSearch {
             "size": limit + 1,
             "_source": false,
             "track_total_hits": false,
-            "query": {"bool": {"must": [{"match_phrase": {"text": q.phrase}}], "filter": filter}},
+            "query": {"bool": {
+                "must": [{"match_phrase_prefix": {"text": {"query": q.phrase, "max_expansions": MAX_PREFIX_EXPANSIONS}}}],
+                "filter": filter,
+            }},
             "sort": [{"time": "desc"}, {"tiebreak": "desc"}],
         });
         if let Some(a) = q.after {
