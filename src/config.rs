@@ -24,6 +24,9 @@ pub enum Backend {
 pub struct Config {
     pub backend: Backend,
     pub data_dir: PathBuf,
+    /// The size of each embedded file's write-ahead journal, if not the default (`IM_JOURNAL_MIB`,
+    /// at least 1 MiB); it applies when the file is created.
+    pub journal_bytes: Option<u64>,
     pub addr: String,
     pub jwt_secret: String,
     pub http: HttpConfig,
@@ -67,6 +70,10 @@ impl Config {
         Ok(Config {
             backend,
             data_dir: PathBuf::from(var("IM_DATA_DIR").unwrap_or_else(|| "./data".into())),
+            journal_bytes: match var("IM_JOURNAL_MIB") {
+                None => None,
+                Some(_) => Some(parse::<u64>("IM_JOURNAL_MIB", 0)?.max(1) << 20),
+            },
             addr: var("IM_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             jwt_secret,
             http,

@@ -28,7 +28,8 @@ use tokio::sync::watch;
 
 fn open_queue(cfg: &Config) -> Result<EmbeddedQueue, String> {
     let path = cfg.data_dir.join("queue.redb");
-    EmbeddedQueue::open(&path, service_queues(cfg.max_receives))
+    let ring = cfg.journal_bytes.unwrap_or(im_storage::journal::DEFAULT_RING);
+    EmbeddedQueue::open_with_journal(&path, service_queues(cfg.max_receives), ring)
         .map_err(|e| format!("cannot open {} (stop the server first: it holds the file): {e}", path.display()))
 }
 
@@ -106,7 +107,8 @@ async fn open_backend(cfg: &Config, notifier: Arc<dyn Notifier>) -> Result<Backe
     let search = open_search(cfg).await?;
     match &cfg.backend {
         config::Backend::Embedded => {
-            let tables = RedbTables::open_with_journal(&dir.join("tables.redb"), TABLES_JOURNAL)
+            let ring = cfg.journal_bytes.unwrap_or(TABLES_JOURNAL);
+            let tables = RedbTables::open_with_journal(&dir.join("tables.redb"), ring)
                 .map_err(|e| format!("cannot open {}/tables.redb (is another server using it?): {e}", dir.display()))?
                 .with_change_feed(im_shared::service::search::index_job_of_change);
             let queue = open_queue(cfg)?;

@@ -27,7 +27,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use futures_util::FutureExt;
 use im_shared::queue::Queue;
 use im_shared::queue::names::{FANOUT, INDEX};
-use im_shared::redb_file::{COMMIT_THREAD, SYNC_THREAD};
+use im_storage::file::{COMMIT_THREAD, SYNC_THREAD};
 use measure::round;
 use scenarios::{Bench, Row};
 use serde_json::json;

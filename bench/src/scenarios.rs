@@ -4,7 +4,7 @@
 use crate::api::{Api, User};
 use crate::baseline::Direct;
 use crate::measure::{self, Samples};
-use im_shared::redb_file::CommitStats;
+use im_storage::CommitStats;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -12,12 +12,6 @@ pub mod ids;
 pub mod model;
 pub mod notify;
 pub mod queue;
-#[cfg(feature = "embedded")]
-pub mod redb_file;
-#[cfg(feature = "embedded")]
-pub mod redb_journal;
-#[cfg(feature = "embedded")]
-pub mod redb_sync;
 pub mod schema;
 pub mod search;
 pub mod service;

@@ -3,7 +3,7 @@
 //! queue by the time they become visible, so a receive reads only what is due.
 
 use super::*;
-use crate::redb_file::{IoFailure, RedbFile};
+use im_storage::{IoFailure, RedbFile};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -106,8 +106,14 @@ fn parse_receipt(r: &str) -> Option<(u128, u64)> {
 
 impl EmbeddedQueue {
     pub fn open(path: &Path, defs: Vec<QueueDef>) -> Result<Self, QueueError> {
+        Self::open_with_journal(path, defs, im_storage::journal::DEFAULT_RING)
+    }
+
+    /// As [`EmbeddedQueue::open`], with a write-ahead journal of `ring` bytes if the file is new
+    /// (see `im_storage::journal`).
+    pub fn open_with_journal(path: &Path, defs: Vec<QueueDef>, ring: u64) -> Result<Self, QueueError> {
         Ok(EmbeddedQueue {
-            db: Arc::new(RedbFile::open(path, create_tables).map_err(map_err)?),
+            db: Arc::new(RedbFile::open_with_ring(path, create_tables, ring).map_err(map_err)?),
             defs: Arc::new(defs.into_iter().map(|d| (d.name.clone(), d)).collect()),
             ids: Arc::new(Mutex::new(ulid::Generator::new())),
             notify: Arc::new(Notify::new()),
@@ -190,7 +196,7 @@ impl EmbeddedQueue {
         g.generate().map(u128::from).map_err(|e| QueueError::Internal(format!("id generator: {e}")))
     }
 
-    /// A write, in a commit shared with the writes alongside it (see `redb_file`).
+    /// A write, in a commit shared with the writes alongside it (see `im_storage::file`).
     async fn write<T: Send + 'static>(
         &self,
         f: impl Fn(&WriteTransaction) -> Result<T, QueueError> + Send + 'static,

@@ -17,7 +17,7 @@
 //! summary and activity-index entry (all by `user_id`). Every write runs in a redb write
 //! transaction committed with `Durability::Immediate` (fsync) before it is acknowledged, so a
 //! crash loses nothing that was acknowledged, and a transaction's ops apply all or nothing.
-//! Concurrent writes share one commit (`redb_file`'s group commit).
+//! Concurrent writes share one commit (the storage layer's group commit, `im_storage::file`).
 //!
 //! **Change feed.** What DynamoDB streams are to the tables marked `stream`, the feed is here:
 //! opened [`with_change_feed`](RedbTables::with_change_feed), every write to such a table is
@@ -31,6 +31,7 @@ use crate::redb_file::{IoFailure, RedbFile};
 use crate::schema::{ALL_TABLES, KeyAttr};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use im_storage::{IoFailure, RedbFile};
 use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use std::path::Path;
 use std::sync::Arc;
@@ -118,11 +119,11 @@ impl IoFailure for StoreError {
 impl RedbTables {
     /// Opens (or creates) the database file and every table of the schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_with_journal(path, crate::redb_journal::DEFAULT_RING)
+        Self::open_with_journal(path, im_storage::journal::DEFAULT_RING)
     }
 
     /// As [`RedbTables::open`], with a write-ahead journal of `ring` bytes if the file is new
-    /// (see `redb_journal`).
+    /// (see `im_storage::journal`).
     pub fn open_with_journal(path: &Path, ring: u64) -> Result<Self, StoreError> {
         let db = RedbFile::open_with_ring(path, create_tables, ring).map_err(map_err)?;
         Ok(RedbTables { db: Arc::new(db), feed: None })
@@ -260,7 +261,7 @@ impl RedbTables {
         Ok(done.pop().unwrap_or_default())
     }
 
-    /// A write, in a commit shared with the writes alongside it (see `redb_file`).
+    /// A write, in a commit shared with the writes alongside it (see `im_storage::file`).
     async fn write<T: Send + 'static>(
         &self,
         f: impl Fn(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
@@ -269,7 +270,7 @@ impl RedbTables {
     }
 
     /// How many commits the writes so far took (the benchmark's writes per commit).
-    pub fn commit_stats(&self) -> crate::redb_file::CommitStats {
+    pub fn commit_stats(&self) -> im_storage::CommitStats {
         self.db.stats()
     }
 

@@ -53,11 +53,8 @@ use std::thread::JoinHandle;
 
 /// The unit the journal keeps and writes: redb's pages are whole multiples of it.
 pub const PAGE: u64 = 4096;
-/// The journal's size unless its opener asks for another, or [`RING_ENV`] says otherwise.
+/// The journal's size unless its opener asks for another.
 pub const DEFAULT_RING: u64 = 64 << 20;
-/// Sets the journal's size in MiB (at least 1), for a file created from then on, over what its
-/// opener asks for.
-pub const RING_ENV: &str = "IM_JOURNAL_MIB";
 /// Pages a checkpoint writes before it waits for them to reach the disk.
 const PACE: usize = 8;
 
@@ -233,15 +230,9 @@ impl Header {
 
 impl Journal {
     /// Opens the journal beside the data file at `path` (`data`, already locked by the caller),
-    /// creating it if missing (`ring` bytes, unless [`RING_ENV`] is set) and replaying it if it
+    /// creating it if missing (`ring` bytes) and replaying it if it
     /// holds records. An existing journal keeps its size.
     pub fn open(path: &Path, data: File, ring: u64) -> io::Result<Journal> {
-        let ring = std::env::var(RING_ENV).ok().and_then(|v| v.parse::<u64>().ok()).map_or(ring, |m| m.max(1) << 20);
-        Self::open_ignoring_env(path, data, ring)
-    }
-
-    /// As [`Journal::open`], with `ring` as given whatever [`RING_ENV`] says (the tests' sizes).
-    fn open_ignoring_env(path: &Path, data: File, ring: u64) -> io::Result<Journal> {
         let jpath = journal_path(path);
         let journal = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&jpath)?;
         let header = match read_header(&journal)? {
@@ -393,7 +384,7 @@ impl Journal {
     }
 
     /// Writes the sealed records to the journal, one after the other, and syncs it once.
-    /// Called by one thread at a time (`redb_sync` runs one sync at a time).
+    /// Called by one thread at a time ([`crate::sync`] runs one sync at a time).
     pub fn flush(&self) -> io::Result<()> {
         let inner = &self.inner;
         let (sealed, epoch) = {
@@ -888,7 +879,7 @@ mod tests {
 
     fn open(dir: &Path) -> Journal {
         let data = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("d")).unwrap();
-        Journal::open_ignoring_env(&dir.join("d"), data, RING).unwrap()
+        Journal::open(&dir.join("d"), data, RING).unwrap()
     }
 
     /// A commit's sync: its record sealed, written and synced.
@@ -934,7 +925,7 @@ mod tests {
         let len = || std::fs::metadata(journal_path(&dir.path().join("d"))).unwrap().len();
         assert_eq!(len(), RING);
         let data = OpenOptions::new().read(true).write(true).open(dir.path().join("d")).unwrap();
-        let j = Journal::open_ignoring_env(&dir.path().join("d"), data, 4 * RING).unwrap();
+        let j = Journal::open(&dir.path().join("d"), data, 4 * RING).unwrap();
         assert_eq!(len(), RING, "not re-created at another size");
         drop(j);
         assert_eq!(on_disk(dir.path(), 2), Some(2), "replayed");

@@ -1,12 +1,12 @@
 //! The storage under each redb file, and who waits for its syncs: redb reads and writes through
-//! the write-ahead journal (`redb_journal`), and a group commit's sync runs behind the next
+//! the write-ahead journal ([`crate::journal`]), and a group commit's sync runs behind the next
 //! commit's work instead of in front of it.
 //!
 //! **Why.** A group commit was the commit thread's CPU (running the batch's writes, redb writing
 //! its pages) and then a sync during which that thread did nothing, though the next batch was
 //! already waiting. Now, when redb asks for the commit's sync, the journal only *seals* its
 //! record (what redb wrote since its last sync, fixed there and then), and the sync thread (see
-//! `redb_file`) writes and syncs it while the commit thread starts on the next batch. Several
+//! [`crate::file`]) writes and syncs it while the commit thread starts on the next batch. Several
 //! sealed records go to the disk with one fdatasync.
 //!
 //! **Why it is safe.** A sealed record is the commit exactly as redb left it: the next batch's
@@ -14,7 +14,7 @@
 //! order and replays only an unbroken run of them, so after a crash the file is as some
 //! acknowledged-or-later commit left it, never a mix. What changes is who waits: the callers
 //! whose writes were in the commit, who are answered only after its record is synced, and the
-//! readers, who are given the last commit that was synced (`redb_file`), so nobody sees what a
+//! readers, who are given the last commit that was synced ([`crate::file`]), so nobody sees what a
 //! power cut could still take away. At most two syncs are owed at once (one under way, the
 //! next commit's sealed): the commit after that waits, which keeps batches as large as the disk
 //! allows rather than many small records.
@@ -24,7 +24,7 @@
 //! A failed sync is latched: every later sync fails, so the commits sealed after the failed one
 //! fail too, and the file is opened again (and its journal replayed).
 
-use crate::redb_journal::Journal;
+use crate::journal::Journal;
 use redb::StorageBackend;
 use redb::backends::FileBackend;
 use std::fs::File;
@@ -250,7 +250,7 @@ impl StorageBackend for Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redb_journal::DEFAULT_RING;
+    use crate::journal::DEFAULT_RING;
 
     fn open() -> (tempfile::TempDir, Arc<Syncer>) {
         let dir = tempfile::tempdir().unwrap();
@@ -269,7 +269,7 @@ mod tests {
     /// commit after it had only begun is not.
     #[test]
     fn a_crash_keeps_every_durable_commit() {
-        use crate::redb_journal::journal_path;
+        use crate::journal::journal_path;
         use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
         const T: TableDefinition<u64, u64> = TableDefinition::new("t");
         let dir = tempfile::tempdir().unwrap();

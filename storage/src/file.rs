@@ -4,13 +4,13 @@
 //! **Group commit.** Every write goes to one committer thread per file. It takes every write
 //! that is waiting, runs them one after the other in a single redb write transaction and commits
 //! it once (`Durability::Immediate`: one sync, of the write-ahead journal under the file, see
-//! `redb_journal`). Concurrent writes thus share one disk sync instead of queueing for one
+//! [`crate::journal`]). Concurrent writes thus share one disk sync instead of queueing for one
 //! each, and nothing changes for a caller: a write is acknowledged only once it is durable,
 //! each write sees the ones before it (the order is the commit order), and a commit that fails
 //! fails every write in it.
 //!
 //! **The sync runs behind the next batch.** The commit's sync is left to a second thread (see
-//! `redb_sync`), which answers the batch's writes once it is done, while the committer already
+//! [`crate::sync`]), which answers the batch's writes once it is done, while the committer already
 //! runs the next batch (and seals its record, but does not run a third before the first is
 //! synced). Readers are given the database as the last *synced* commit left it (a read
 //! transaction opened after the commit and handed over once it is durable): nobody reads what a
@@ -29,10 +29,10 @@
 //! it. Until the disk is fixed each attempt fails again, which callers report as `503`; once it
 //! is fixed the next request succeeds, with no restart. A commit is atomic either way: what a
 //! failed commit wrote is not visible after the reopen. A failed fdatasync counts the same: it
-//! fails its batch, and `redb_sync` latches it so that the batch built on it fails too.
+//! fails its batch, and [`crate::sync`] latches it so that the batch built on it fails too.
 
-use crate::redb_journal::DEFAULT_RING;
-use crate::redb_sync::{DiskCounters, Syncer};
+use crate::journal::DEFAULT_RING;
+use crate::sync::{DiskCounters, Syncer};
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::fs::OpenOptions;
 use std::panic::AssertUnwindSafe;
@@ -217,7 +217,7 @@ impl RedbFile {
         Self::open_with_ring(path, init, DEFAULT_RING)
     }
 
-    /// As [`RedbFile::open`], with a journal of `ring` bytes if it is created (`redb_journal`).
+    /// As [`RedbFile::open`], with a journal of `ring` bytes if it is created ([`crate::journal`]).
     pub fn open_with_ring(
         path: &Path,
         init: fn(&Database) -> Result<(), redb::Error>,
