@@ -181,7 +181,7 @@ async fn every_route_refuses_every_caller_it_must() {
             p.replace("{user_id}", u).replace("{from}", u)
         };
         // Bad tokens, on the real resource: 401 and nothing else.
-        if r.auth {
+        if r.auth() {
             let path = filled(&w.member.id);
             for (why, token) in
                 [("no token", None), ("an expired token", Some(&expired)), ("another key", Some(&forged))]

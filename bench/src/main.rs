@@ -6,7 +6,7 @@
 //!
 //!     cargo build --release -p im-functions --bins && cargo run --release -p im-bench -- lambda
 //!
-//! The last prints each Lambda function's zip size and cold start (`lambda.rs`).
+//! The last prints the Lambda packages' zip sizes and each function's cold start (`lambda.rs`).
 //! `IM_BENCH_SECS` (default 3) is how long each point runs; `IM_BENCH_OUT` (default
 //! `target/im-bench.json`) where the JSON goes; `IM_BENCH_GROUPS` (default 10,100,1000,10000)
 //! the group sizes; `IM_BENCH_PUSH_CLIENTS` (default 1000) and `IM_BENCH_PUSH_GROUPS` (default
@@ -234,8 +234,8 @@ fn start_moto() -> Result<(String, Option<std::process::Child>), String> {
     Ok((format!("http://127.0.0.1:{port}"), Some(child)))
 }
 
-/// `im-bench lambda`: the functions' zips and cold starts, from the binaries next to this one
-/// (or in `IM_LAMBDA_DIR`); all of them, or those named in `IM_LAMBDA_FUNCTIONS`.
+/// `im-bench lambda`: the packages' zips and the functions' cold starts, from the binaries next
+/// to this one (or in `IM_LAMBDA_DIR`); all functions, or those named in `IM_LAMBDA_FUNCTIONS`.
 async fn lambda_figures() -> Result<(), String> {
     let functions = lambda::chosen(&std::env::var("IM_LAMBDA_FUNCTIONS").unwrap_or_default())?;
     let dir = match std::env::var_os("IM_LAMBDA_DIR") {
@@ -249,7 +249,7 @@ async fn lambda_figures() -> Result<(), String> {
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let rows = lambda::run(&dir, &work, &functions).await;
     let _ = std::fs::remove_dir_all(&work);
-    write_report(&out_path, json!({ "functions": rows? }))
+    write_report(&out_path, rows?)
 }
 
 /// Writes a report as JSON, with the machine's cores and the commit it measured.

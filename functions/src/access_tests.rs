@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use im_shared::queue::embedded::EmbeddedQueue;
 use im_shared::queue::names::FANOUT;
 use im_shared::queue::{Delivery, Depth, Queue, QueueError, service_queues};
+use im_shared::schema::DELIVERIES;
 use im_shared::schema::TableDef;
 use im_shared::search::embedded::TantivySearch;
 use im_shared::search::{BulkOutcome, Doc, Hits, Search, SearchError, SearchQuery};
@@ -340,17 +341,16 @@ fn declared(access: &Access) -> BTreeSet<(&'static str, String)> {
 async fn each_function_touches_exactly_what_it_declares() {
     let mut w = World::new();
     scenario(&mut w).await;
-    let functions = crate::lambda::function_names();
     let mut wrong = Vec::new();
-    for function in functions {
-        let access = of(function).unwrap_or_else(|| panic!("{function} has no declared access"));
+    for f in crate::function::all() {
+        let function = f.name;
         let seen = w.observed.get(function).cloned().unwrap_or_else(|| panic!("the scenario never ran {function}"));
-        let declared = declared(&access);
+        let declared = declared(&f.access);
         let undeclared: Vec<_> = seen.difference(&declared).collect();
         let unused: Vec<_> = declared.difference(&seen).collect();
         if !undeclared.is_empty() || !unused.is_empty() {
             wrong.push(format!("{function}: undeclared {undeclared:?}, unused {unused:?}"));
         }
     }
-    assert!(wrong.is_empty(), "access.rs and the code disagree:\n{}", wrong.join("\n"));
+    assert!(wrong.is_empty(), "the declared access and the code disagree:\n{}", wrong.join("\n"));
 }

@@ -3,18 +3,16 @@
 //! JSON body `{"error": {"code", "message"}}` on failure; nothing internal reaches the client.
 
 use crate::auth::Hs256;
-use crate::routes::{self, Matched, Op, Route};
+use crate::routes;
+use crate::routing::{Matched, Req, Route};
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use im_shared::Error;
 use im_shared::ids::validate_user_id;
-use im_shared::model::JoinOutcome;
 use im_shared::service::Service;
-use im_shared::service::friends::{Direction, RequestOutcome};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -72,7 +70,7 @@ impl Auth {
         }
     }
 
-    fn issue(&self, user_id: &str, ttl_secs: i64) -> Result<String, Error> {
+    pub(crate) fn issue(&self, user_id: &str, ttl_secs: i64) -> Result<String, Error> {
         match self {
             Auth::Hs256(keys) => keys.issue(user_id, ttl_secs),
             Auth::Authorizer => Err(Error::not_found("no such route")),
@@ -81,19 +79,26 @@ impl Auth {
 }
 
 /// A handled request's outcome, before it becomes an HTTP response: the body is already JSON.
-struct Reply {
+pub(crate) struct Reply {
     status: StatusCode,
     body: Option<Bytes>,
 }
 
-fn reply(status: StatusCode, v: impl Serialize) -> Result<Reply, Error> {
+impl Reply {
+    /// A body that is JSON already.
+    pub(crate) fn json(status: StatusCode, body: &'static [u8]) -> Self {
+        Reply { status, body: Some(Bytes::from_static(body)) }
+    }
+}
+
+pub(crate) fn reply(status: StatusCode, v: impl Serialize) -> Result<Reply, Error> {
     // Straight to bytes: through a `Value` first, a page of 100 entries built a map per entry
     // only to write it out again.
     let body = serde_json::to_vec(&v).map_err(|e| Error::Internal(format!("serializing a response: {e}")))?;
     Ok(Reply { status, body: Some(body.into()) })
 }
 
-fn no_content() -> Result<Reply, Error> {
+pub(crate) fn no_content() -> Result<Reply, Error> {
     Ok(Reply { status: StatusCode::NO_CONTENT, body: None })
 }
 
@@ -129,33 +134,10 @@ fn to_http(status: StatusCode, body: Option<Bytes>) -> http::Response<Bytes> {
     resp
 }
 
-/// Path and query parameters of one request.
-struct Params {
-    path: Vec<(&'static str, String)>,
-    query: HashMap<String, String>,
-}
-
-impl Params {
-    fn path(&self, name: &str) -> &str {
-        self.path.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_str())
-    }
-
-    fn int(&self, name: &str) -> Result<Option<i64>, Error> {
-        match self.query.get(name) {
-            None => Ok(None),
-            Some(v) => v.trim().parse().map(Some).map_err(|_| Error::invalid(format!("{name} must be an integer"))),
-        }
-    }
-
-    fn string(&self, name: &str) -> Option<String> {
-        self.query.get(name).filter(|v| !v.is_empty()).cloned()
-    }
-}
-
 /// The body as `T`; an empty body reads as `{}` so that all-optional bodies may be omitted.
 /// Parsed straight into `T`, with no `Value` in between; the object check comes first because
 /// serde would also take a struct from a JSON array.
-fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+pub(crate) fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     let not_json = |e: serde_json::Error| Error::invalid(format!("request body is not valid JSON: {e}"));
     let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
         return json_body(b"{}");
@@ -170,58 +152,6 @@ fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     })
 }
 
-// The request bodies the dispatcher parses itself (the service's own inputs live with it).
-// Their JSON Schemas go into the OpenAPI document.
-
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-pub struct DevTokenBody {
-    #[schemars(regex(pattern = "^[A-Za-z0-9_.@-]{1,64}$"))]
-    pub user_id: String,
-}
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-pub struct FriendRequestBody {
-    /// The user asked.
-    #[schemars(regex(pattern = "^[A-Za-z0-9_.@-]{1,64}$"))]
-    pub to: String,
-    #[schemars(length(max = 500))]
-    pub message: Option<String>,
-}
-/// An optional note to whoever decides.
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-pub struct MessageBody {
-    #[schemars(length(max = 500))]
-    pub message: Option<String>,
-}
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-pub struct RoleBody {
-    #[schemars(with = "AssignableRole")]
-    pub role: im_shared::model::Role,
-}
-/// The roles an owner can give (ownership is not transferable).
-#[derive(schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code)] // only its schema is used
-enum AssignableRole {
-    Admin,
-    Member,
-}
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-pub struct ReadBody {
-    /// Mark read up to this seq (default: the latest).
-    #[schemars(range(min = 0))]
-    pub seq: Option<i64>,
-}
-
-#[derive(Serialize, schemars::JsonSchema)]
-pub struct Health {
-    pub status: &'static str,
-    pub version: &'static str,
-}
-#[derive(Serialize, schemars::JsonSchema)]
-pub struct Token {
-    pub token: String,
-}
-
 /// Handles one request to the local server, which serves the whole route table.
 /// `credential` is what [`Auth`] checks: the `Authorization` header's value locally.
 pub async fn handle(
@@ -233,7 +163,7 @@ pub async fn handle(
     body: &[u8],
 ) -> http::Response<Bytes> {
     match routes::find(method, path) {
-        Matched::Route(r, p) if !r.local_only || app.cfg.dev_mode => serve(app, r, p, query, credential, body).await,
+        Matched::Route(r, p) if !r.local_only() || app.cfg.dev_mode => serve(app, r, p, query, credential, body).await,
         Matched::MethodNotAllowed(allowed) => method_not_allowed(&allowed),
         _ => error_response(&Error::not_found("no such route")),
     }
@@ -251,7 +181,9 @@ pub async fn handle_route(
     body: &[u8],
 ) -> http::Response<Bytes> {
     match route.params(path) {
-        Some(p) if route.method == *method && !route.local_only => serve(app, route, p, query, credential, body).await,
+        Some(p) if route.method == *method && !route.local_only() => {
+            serve(app, route, p, query, credential, body).await
+        }
         _ => {
             tracing::warn!(op = route.lambda, %method, path, "a request for another route reached this function");
             error_response(&Error::not_found("no such route"))
@@ -275,15 +207,25 @@ async fn serve(
         if body.len() > app.cfg.max_body_bytes {
             return Err(Error::TooLarge(format!("request body is larger than {} bytes", app.cfg.max_body_bytes)));
         }
-        if route.auth {
+        if route.auth() {
             caller = Some(app.auth.caller(credential)?);
         }
         let query = serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or(""))
             .map_err(|_| Error::invalid("malformed query string"))?
             .into_iter()
             .collect();
-        let params = Params { path: path_params, query };
-        run(app, route, &params, caller.as_deref().unwrap_or(""), body).await
+        let mut req = Req {
+            app,
+            svc: &app.service,
+            caller: caller.as_deref().unwrap_or(""),
+            limit: None,
+            cursor: None,
+            path: path_params,
+            query,
+            body,
+        };
+        (req.limit, req.cursor) = (req.int("limit")?, req.string("cursor"));
+        routes::run(route.op, &req).await
     }
     .await;
     let resp = match outcome {
@@ -320,99 +262,4 @@ pub fn method_not_allowed(allowed: &[&str]) -> http::Response<Bytes> {
 
 fn error_response_with(status: StatusCode, code: &str, message: &str) -> http::Response<Bytes> {
     to_http(status, Some(json!({"error": {"code": code, "message": message}}).to_string().into()))
-}
-
-/// The operation behind each route.
-async fn run(app: &App, route: &Route, p: &Params, caller: &str, body: &[u8]) -> Result<Reply, Error> {
-    use StatusCode as S;
-    let svc = &app.service;
-    let (limit, cursor) = (p.int("limit")?, p.string("cursor"));
-    match route.op {
-        Op::Health => reply(S::OK, Health { status: "ok", version: env!("CARGO_PKG_VERSION") }),
-        // The checked-in document, which a test keeps equal to what `openapi::document()`
-        // generates: generating it here linked schemars and every type's schema into each of
-        // the 30 functions, about 0.1 MB of every zip (the 4 MB budget, README "Lambda packaging").
-        Op::OpenApi => {
-            Ok(Reply { status: S::OK, body: Some(Bytes::from_static(crate::openapi::CHECKED_IN.as_bytes())) })
-        }
-        Op::DevToken => {
-            let b: DevTokenBody = json_body(body)?;
-            validate_user_id(&b.user_id)?;
-            reply(S::OK, Token { token: app.auth.issue(&b.user_id, app.cfg.dev_token_ttl_secs)? })
-        }
-        Op::PutMe => reply(S::OK, svc.put_me(caller, json_body(body)?).await?),
-        Op::GetMe => reply(S::OK, svc.get_me(caller).await?),
-        Op::GetUser => reply(S::OK, svc.get_user(p.path("user_id")).await?),
-        Op::SendFriendRequest => {
-            let b: FriendRequestBody = json_body(body)?;
-            match svc.request_friend(caller, &b.to, b.message).await? {
-                RequestOutcome::Pending(r) => reply(S::CREATED, r),
-                RequestOutcome::Friends(f) => reply(S::OK, f),
-            }
-        }
-        Op::ListFriendRequests => {
-            // An empty value is not a direction (unlike an empty cursor, which is the first page).
-            let direction = match p.query.get("direction").map(String::as_str) {
-                None | Some("incoming") => Direction::Incoming,
-                Some("outgoing") => Direction::Outgoing,
-                Some(_) => return Err(Error::invalid("direction must be incoming or outgoing")),
-            };
-            reply(S::OK, svc.list_friend_requests(caller, direction, limit, cursor).await?)
-        }
-        Op::AcceptFriendRequest => reply(S::OK, svc.accept_friend(caller, p.path("from")).await?),
-        Op::RejectFriendRequest => {
-            svc.reject_friend(caller, p.path("from")).await?;
-            no_content()
-        }
-        Op::ListFriends => reply(S::OK, svc.list_friends(caller, limit, cursor).await?),
-        Op::RemoveFriend => {
-            svc.remove_friend(caller, p.path("user_id")).await?;
-            no_content()
-        }
-        Op::CreateGroup => reply(S::CREATED, svc.create_group(caller, json_body(body)?).await?),
-        Op::GetGroup => reply(S::OK, svc.get_group(p.path("group_id")).await?),
-        Op::UpdateGroup => reply(S::OK, svc.update_group(caller, p.path("group_id"), json_body(body)?).await?),
-        Op::JoinGroup => {
-            let b: MessageBody = json_body(body)?;
-            match svc.join_group(caller, p.path("group_id"), b.message).await? {
-                JoinOutcome::Joined(m) => reply(S::OK, m),
-                JoinOutcome::Pending(r) => reply(S::ACCEPTED, r),
-            }
-        }
-        Op::ListJoinRequests => reply(S::OK, svc.list_join_requests(caller, p.path("group_id"), limit, cursor).await?),
-        Op::AcceptJoinRequest => reply(S::OK, svc.accept_join(caller, p.path("group_id"), p.path("user_id")).await?),
-        Op::RejectJoinRequest => {
-            svc.reject_join(caller, p.path("group_id"), p.path("user_id")).await?;
-            no_content()
-        }
-        Op::LeaveGroup => {
-            svc.leave_group(caller, p.path("group_id")).await?;
-            no_content()
-        }
-        Op::RemoveMember => {
-            svc.remove_member(caller, p.path("group_id"), p.path("user_id")).await?;
-            no_content()
-        }
-        Op::SetRole => {
-            let b: RoleBody = json_body(body)?;
-            reply(S::OK, svc.set_role(caller, p.path("group_id"), p.path("user_id"), b.role).await?)
-        }
-        Op::ListMembers => reply(S::OK, svc.list_members(caller, p.path("group_id"), limit, cursor).await?),
-        Op::MyGroups => reply(S::OK, svc.my_groups(caller, limit, cursor).await?),
-        Op::SendMessage => {
-            let sent = svc.send(caller, p.path("conversation_id"), json_body(body)?).await?;
-            reply(if sent.created { S::CREATED } else { S::OK }, sent.message)
-        }
-        Op::History => reply(S::OK, svc.history(caller, p.path("conversation_id"), p.int("before")?, limit).await?),
-        Op::Sync => reply(S::OK, svc.sync(caller, p.int("after")?, limit).await?),
-        Op::ListConversations => reply(S::OK, svc.list_conversations(caller, limit, cursor).await?),
-        Op::SearchMessages => {
-            reply(S::OK, svc.search_messages(caller, p.string("q"), p.string("conversation_id"), limit, cursor).await?)
-        }
-        Op::SearchGroups => reply(S::OK, svc.search_groups(p.string("q"), limit, cursor).await?),
-        Op::MarkRead => {
-            let b: ReadBody = json_body(body)?;
-            reply(S::OK, svc.mark_read(caller, p.path("conversation_id"), b.seq).await?)
-        }
-    }
 }

@@ -1,5 +1,6 @@
-//! The Lambda entry points. Every binary's `main` is one call into this module:
-//! - [`http_function`]: one API operation behind the HTTP API (the binary's name picks it);
+//! The Lambda entry points. The two Lambda binaries (`src/bin/`) run [`http_main`] and
+//! [`events_main`], which start the function their `IM_FUNCTION` names ([`crate::function`]):
+//! - [`http_function`]: one API operation behind the HTTP API;
 //! - [`fanout_function`]: the group fan-out worker on the SQS queue, reporting failed records
 //!   only (`ReportBatchItemFailures`), so a good job is never redone for a bad neighbour;
 //! - [`indexer_function`]: the search indexer on the store and meta tables' DynamoDB streams;
@@ -15,7 +16,8 @@
 
 use crate::dispatch::{self, App, Auth, HttpConfig};
 use crate::env;
-use crate::routes::{self, Route};
+use crate::function::{self, Binary, Function, Role};
+use crate::routing::Route;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
@@ -33,22 +35,42 @@ use lambda_http::{Body, Request, RequestExt, request::RequestContext};
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::sync::Arc;
 
-/// The functions that are not API operations, each with its own `main` in `src/bin/`.
-pub const WORKER_FUNCTIONS: &[&str] = &["fanout-worker", "indexer", "outbox-sweeper"];
+/// The variable that names the function a Lambda process runs (the template sets it).
+pub const FUNCTION_VAR: &str = "IM_FUNCTION";
 
-/// The WebSocket API's functions, by route: (function, route key).
-pub const WS_FUNCTIONS: &[(&str, &str)] =
-    &[("ws-connect", "$connect"), ("ws-disconnect", "$disconnect"), ("ws-default", "$default")];
+/// `main` of `im-http`: the API operation `IM_FUNCTION` names.
+pub async fn http_main() -> Result<(), lambda_runtime::Error> {
+    match configured(Binary::Http)?.role {
+        Role::Api(route) => http_function(route).await,
+        _ => unreachable!("`configured` checked that im-http runs the function"),
+    }
+}
 
-/// Every deployed function's name: one per API operation (not the local-only routes), then the
-/// workers, then the WebSocket API's.
-pub fn function_names() -> impl Iterator<Item = &'static str> {
-    routes::ROUTES
-        .iter()
-        .filter(|r| !r.local_only)
-        .map(|r| r.lambda)
-        .chain(WORKER_FUNCTIONS.iter().copied())
-        .chain(WS_FUNCTIONS.iter().map(|(f, _)| *f))
+/// `main` of `im-events`: the worker or WebSocket route `IM_FUNCTION` names.
+pub async fn events_main() -> Result<(), lambda_runtime::Error> {
+    match configured(Binary::Events)?.role {
+        Role::FanoutWorker => fanout_function().await,
+        Role::Indexer => indexer_function().await,
+        Role::OutboxSweeper => sweeper_function().await,
+        Role::Ws(route_key) => ws_function(route_key).await,
+        Role::Api(_) => unreachable!("`configured` checked that im-events runs the function"),
+    }
+}
+
+/// The function `IM_FUNCTION` names, if `binary` runs it; otherwise the reason, logged.
+fn configured(binary: Binary) -> Result<Function, lambda_runtime::Error> {
+    let name = env::var(FUNCTION_VAR).unwrap_or_default();
+    let refusal = match function::find(&name) {
+        Some(f) if f.role.binary() == binary => return Ok(f),
+        Some(f) => format!("{FUNCTION_VAR}={name:?} is run by {}, not {}", f.role.binary().name(), binary.name()),
+        None => {
+            let names: Vec<&str> = function::all().filter(|f| f.role.binary() == binary).map(|f| f.name).collect();
+            format!("{FUNCTION_VAR}={name:?} names none of {}'s functions ({})", binary.name(), names.join(", "))
+        }
+    };
+    env::init_logging(true);
+    tracing::error!(error = %refusal, "configuration error; the function cannot start");
+    Err(refusal.into())
 }
 
 /// A function's configuration, from its environment.
@@ -150,21 +172,8 @@ async fn cold_start() -> Result<(LambdaEnv, Arc<Service>, Arc<OpenSearchSearch>)
     })
 }
 
-/// The whole `main` of an API operation's function (`src/bin/<name>.rs`): it serves the route
-/// whose `lambda` name is the binary's name.
-#[macro_export]
-macro_rules! http_function_main {
-    () => {
-        #[tokio::main]
-        async fn main() -> Result<(), lambda_runtime::Error> {
-            $crate::lambda::http_function(env!("CARGO_BIN_NAME")).await
-        }
-    };
-}
-
-/// `main` of an API operation's function: serves the route whose `lambda` name is `name`.
-pub async fn http_function(name: &str) -> Result<(), lambda_runtime::Error> {
-    let route = routes::by_lambda(name).ok_or_else(|| format!("no route is served by a function named {name}"))?;
+/// An API operation's function: serves `route`.
+pub async fn http_function(route: &'static Route) -> Result<(), lambda_runtime::Error> {
     let (env, service, _) = cold_start().await?;
     let app = Arc::new(App { service, auth: Auth::Authorizer, cfg: env.http });
     lambda_http::run(service_fn(move |req: Request| {
@@ -198,7 +207,7 @@ pub async fn http_event(app: &App, route: &'static Route, req: Request) -> http:
     })
 }
 
-/// `main` of the fan-out worker.
+/// The fan-out worker's function.
 pub async fn fanout_function() -> Result<(), lambda_runtime::Error> {
     let (_, service, _) = cold_start().await?;
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<SqsEvent>| {
@@ -237,7 +246,7 @@ pub async fn fanout_event(service: &Service, event: SqsEvent) -> SqsBatchRespons
     response
 }
 
-/// `main` of the search indexer. Creates the indexes at cold start if they are missing.
+/// The search indexer's function. Creates the indexes at cold start if they are missing.
 pub async fn indexer_function() -> Result<(), lambda_runtime::Error> {
     let (env, service, search) = cold_start().await?;
     if let Err(e) = search.ensure_indexes().await {
@@ -298,13 +307,11 @@ pub async fn stream_event(service: &Service, table_prefix: &str, event: StreamEv
     response
 }
 
-/// `main` of a WebSocket route's function (`ws-connect`, `ws-disconnect`, `ws-default`): the
-/// connections table and, for `$connect`, the token check (`IM_JWT_ISSUER`, `IM_JWT_AUDIENCE`).
-pub async fn ws_function(name: &str) -> Result<(), lambda_runtime::Error> {
+/// A WebSocket route's function (`$connect`, `$disconnect`, `$default`): the connections table
+/// and, for `$connect`, the token check (`IM_JWT_ISSUER`, `IM_JWT_AUDIENCE`).
+pub async fn ws_function(route: &'static str) -> Result<(), lambda_runtime::Error> {
     env::init_logging(true);
-    let route = WS_FUNCTIONS.iter().find(|(f, _)| *f == name).map(|(_, r)| *r);
     let started = async {
-        let route = route.ok_or_else(|| format!("no WebSocket route is served by a function named {name}"))?;
         let prefix = env::required("IM_TABLE_PREFIX")?;
         // Only $connect checks tokens; the others never read these.
         let (issuer, audience) = if route == "$connect" {
@@ -331,7 +338,7 @@ pub async fn ws_function(name: &str) -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// `main` of the scheduled outbox sweep.
+/// The scheduled outbox sweep's function.
 pub async fn sweeper_function() -> Result<(), lambda_runtime::Error> {
     let (_, service, _) = cold_start().await?;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {

@@ -4,6 +4,7 @@
 //! fixture are filled in with what the test created before.
 
 use super::*;
+use crate::routes;
 use im_shared::queue::embedded::EmbeddedQueue;
 use im_shared::queue::names::FANOUT;
 use im_shared::queue::{Queue, service_queues};
@@ -139,21 +140,18 @@ async fn send_fan_out_and_index_through_the_three_kinds_of_event() {
     assert_eq!(groups.items.iter().map(|g| g.group_id.as_str()).collect::<Vec<_>>(), [gid.as_str()]);
 }
 
+/// The binary finds each function by its name, once each; the dev-token route is no function.
 #[test]
-fn every_route_and_worker_is_a_binary() {
-    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
-    let mut bins: Vec<&str> = manifest
-        .split("[[bin]]")
-        .skip(1)
-        .map(|b| b.split('"').nth(1).expect("a [[bin]] starts with its name"))
-        .collect();
-    let mut expected: Vec<&str> = function_names().collect();
-    bins.sort();
-    expected.sort();
-    assert_eq!(bins, expected, "functions/Cargo.toml's [[bin]] list and the route table differ");
-    for r in routes::ROUTES.iter().filter(|r| !r.local_only) {
-        let main = format!("{}/src/bin/{}.rs", env!("CARGO_MANIFEST_DIR"), r.lambda);
-        let text = std::fs::read_to_string(&main).unwrap_or_else(|e| panic!("{main}: {e}"));
-        assert!(text.contains("http_function_main!()"), "{main} should serve its route");
+fn every_function_is_found_by_its_name_and_the_dev_route_by_none() {
+    let names: Vec<&str> = function::all().map(|f| f.name).collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "a name twice: {names:?}");
+    for name in &names {
+        assert_eq!(function::find(name).map(|f| f.name), Some(*name));
     }
+    let api = function::all().filter(|f| matches!(f.role, Role::Api(_))).count();
+    assert_eq!(api, routes::ROUTES.len() - 1, "every route but the dev token's");
+    assert!(function::find("dev-token").is_none() && function::find("").is_none());
 }

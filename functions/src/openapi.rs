@@ -4,245 +4,43 @@
 //! errors from the service's error type. Served at `GET /v1/openapi.json`, checked in as
 //! `openapi.json` (a test fails when the two differ), and fuzzed with schemathesis.
 
-use crate::dispatch::{DevTokenBody, FriendRequestBody, Health, MessageBody, ReadBody, RoleBody, Token};
-use crate::routes::{Op, ROUTES, Route};
-use im_shared::model::*;
-use im_shared::service::groups::{CreateGroupInput, UpdateGroupInput};
-use im_shared::service::limits;
-use im_shared::service::messages::SendInput;
-use im_shared::service::users::ProfileInput;
+use crate::routes::{self, Op, ROUTES};
+use crate::routing::Route;
+use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;
-use schemars::{Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
-/// What an operation takes and gives, beyond what the route table says.
-struct OpDoc {
-    summary: &'static str,
-    /// The request body's schema. A body whose fields are all optional may be left out.
-    body: Option<Schema>,
-    query: Vec<Value>,
-    /// Success statuses, each with its body's schema (`None`: no body).
-    ok: Vec<(u16, &'static str, Option<Schema>)>,
-    /// Error statuses the operation itself can answer (besides the ones every route can).
-    errors: &'static [u16],
-}
+/// The query parameters the route table's entries describe themselves with.
+pub mod params {
+    use serde_json::{Value, json};
 
-fn limit(max: usize, default: usize) -> Value {
-    json!({"name": "limit", "in": "query", "required": false,
-           "description": format!("page size, 1-{max} (default {default})"),
-           "schema": {"type": "integer", "minimum": 1, "maximum": max}})
-}
-
-fn cursor() -> Value {
-    json!({"name": "cursor", "in": "query", "required": false,
-           "description": "the next_cursor of the previous page (opaque; empty or absent: the first page); another list's cursor is a 400",
-           "schema": {"type": "string"}})
-}
-
-fn int_param(name: &str, description: &str, minimum: i64) -> Value {
-    json!({"name": name, "in": "query", "required": false, "description": description,
-           "schema": {"type": "integer", "format": "int64", "minimum": minimum}})
-}
-
-fn phrase() -> Value {
-    json!({"name": "q", "in": "query", "required": true,
-           "description": "the words to find, in order, the last one as the start of a word (case-insensitive; CJK by substring), 1-200 characters, not blank",
-           "schema": {"type": "string", "minLength": 1, "maxLength": im_shared::service::search::MAX_QUERY_CHARS,
-                      "pattern": "\\S"}})
-}
-
-fn list(max: (usize, usize)) -> Vec<Value> {
-    vec![limit(max.1, max.0), cursor()]
-}
-
-fn doc_of(op: Op, g: &mut SchemaGenerator) -> OpDoc {
-    let mut s = |f: fn(&mut SchemaGenerator) -> Schema| Some(f(g));
-    macro_rules! schema {
-        ($t:ty) => {
-            s(|g| g.subschema_for::<$t>())
-        };
+    pub fn limit(max: usize, default: usize) -> Value {
+        json!({"name": "limit", "in": "query", "required": false,
+               "description": format!("page size, 1-{max} (default {default})"),
+               "schema": {"type": "integer", "minimum": 1, "maximum": max}})
     }
-    let doc = |summary, body, query, ok, errors| OpDoc { summary, body, query, ok, errors };
-    match op {
-        Op::Health => doc("Liveness, no token needed", None, vec![], vec![(200, "up", schema!(Health))], &[]),
-        Op::OpenApi => {
-            let any = s(|_| schemars::json_schema!({"type": "object"}));
-            doc("This document", None, vec![], vec![(200, "the OpenAPI 3 document", any)], &[])
-        }
-        Op::DevToken => doc(
-            "A token for any user (local server in dev mode only; never on AWS)",
-            schema!(DevTokenBody),
-            vec![],
-            vec![(200, "a signed token", schema!(Token))],
-            &[400],
-        ),
-        Op::PutMe => doc(
-            "Create or update the caller's profile",
-            schema!(ProfileInput),
-            vec![],
-            vec![(200, "the profile", schema!(User))],
-            &[400],
-        ),
-        Op::GetMe => doc("The caller's profile", None, vec![], vec![(200, "the profile", schema!(User))], &[404]),
-        Op::GetUser => doc("A user's profile", None, vec![], vec![(200, "the profile", schema!(User))], &[400, 404]),
-        Op::SendFriendRequest => doc(
-            "Ask a user to be friends (if they had asked the caller, both become friends at once)",
-            schema!(FriendRequestBody),
-            vec![],
-            vec![(201, "a pending request", schema!(FriendRequest)), (200, "now friends", schema!(Friendship))],
-            &[400, 404, 409],
-        ),
-        Op::ListFriendRequests => {
-            let mut q = list(limits::LIST);
-            q.push(json!({"name": "direction", "in": "query", "required": false,
-                          "schema": {"type": "string", "enum": ["incoming", "outgoing"], "default": "incoming"}}));
-            doc("Pending friend requests", None, q, vec![(200, "a page", schema!(List<FriendRequest>))], &[400])
-        }
-        Op::AcceptFriendRequest => doc(
-            "Accept a friend request",
-            None,
-            vec![],
-            vec![(200, "the friendship", schema!(Friendship))],
-            &[400, 404, 409],
-        ),
-        Op::RejectFriendRequest => {
-            doc("Reject a friend request", None, vec![], vec![(204, "rejected", None)], &[400, 404])
-        }
-        Op::ListFriends => {
-            doc("The caller's friends", None, list(limits::LIST), vec![(200, "a page", schema!(List<Friend>))], &[400])
-        }
-        Op::RemoveFriend => {
-            doc("End a friendship on both sides", None, vec![], vec![(204, "ended", None)], &[400, 404])
-        }
-        Op::CreateGroup => doc(
-            "Create a group; the caller is its owner, listed members join at once",
-            schema!(CreateGroupInput),
-            vec![],
-            vec![(201, "the group", schema!(Group))],
-            &[400, 404],
-        ),
-        Op::SearchGroups => {
-            let mut q = list(limits::SEARCH);
-            q.insert(0, phrase());
-            doc("Search groups by name", None, q, vec![(200, "a page of groups", schema!(List<Group>))], &[400])
-        }
-        Op::GetGroup => doc("A group", None, vec![], vec![(200, "the group", schema!(Group))], &[400, 404]),
-        Op::UpdateGroup => doc(
-            "Change a group's name, description or join policy (owner or admin)",
-            schema!(UpdateGroupInput),
-            vec![],
-            vec![(200, "the group", schema!(Group))],
-            &[400, 403, 404],
-        ),
-        Op::JoinGroup => doc(
-            "Join an open group, or ask to join an approval group",
-            schema!(MessageBody),
-            vec![],
-            vec![(200, "joined", schema!(Member)), (202, "a pending request", schema!(JoinRequest))],
-            &[400, 404, 409],
-        ),
-        Op::ListJoinRequests => doc(
-            "Pending join requests (owner or admin)",
-            None,
-            list(limits::LIST),
-            vec![(200, "a page", schema!(List<JoinRequest>))],
-            &[400, 403, 404],
-        ),
-        Op::AcceptJoinRequest => doc(
-            "Accept a join request (owner or admin)",
-            None,
-            vec![],
-            vec![(200, "the new member", schema!(Member))],
-            &[400, 403, 404, 409],
-        ),
-        Op::RejectJoinRequest => {
-            doc("Reject a join request (owner or admin)", None, vec![], vec![(204, "rejected", None)], &[400, 403, 404])
-        }
-        Op::LeaveGroup => doc(
-            "Leave a group (the owner cannot while others remain)",
-            None,
-            vec![],
-            vec![(204, "left", None)],
-            &[400, 404, 409],
-        ),
-        Op::RemoveMember => {
-            doc("Remove a member (owner or admin)", None, vec![], vec![(204, "removed", None)], &[400, 403, 404, 409])
-        }
-        Op::SetRole => doc(
-            "Make a member an admin or a plain member (owner only)",
-            schema!(RoleBody),
-            vec![],
-            vec![(200, "the member", schema!(Member))],
-            &[400, 403, 404, 409],
-        ),
-        Op::ListMembers => doc(
-            "A group's members (members only)",
-            None,
-            list(limits::LIST),
-            vec![(200, "a page", schema!(List<Member>))],
-            &[400, 403, 404],
-        ),
-        Op::MyGroups => {
-            doc("The caller's groups", None, list(limits::LIST), vec![(200, "a page", schema!(List<Group>))], &[400])
-        }
-        Op::SendMessage => doc(
-            "Send a message (a retry with the same client_msg_id returns the first result)",
-            schema!(SendInput),
-            vec![],
-            vec![(201, "sent", schema!(Message)), (200, "a retry: the first result", schema!(Message))],
-            &[400, 403, 404, 409, 413],
-        ),
-        Op::History => {
-            let q = vec![
-                int_param("before", "messages with a seq below this (default: from the latest)", 1),
-                limit(limits::HISTORY.1, limits::HISTORY.0),
-            ];
-            doc(
-                "A conversation's messages, newest first",
-                None,
-                q,
-                vec![(200, "a page", schema!(HistoryPage))],
-                &[400, 403, 404],
-            )
-        }
-        Op::Sync => {
-            let q = vec![
-                int_param("after", "the checkpoint: entries with a higher sync_seq", 0),
-                limit(limits::SYNC.1, limits::SYNC.0),
-            ];
-            doc("The caller's inbox after a checkpoint", None, q, vec![(200, "a page", schema!(SyncPage))], &[400])
-        }
-        Op::ListConversations => doc(
-            "The caller's conversations, most recent activity first, with unread counts",
-            None,
-            list(limits::LIST),
-            vec![(200, "a page", schema!(List<ConversationSummary>))],
-            &[400],
-        ),
-        Op::MarkRead => doc(
-            "Mark a conversation read up to a seq (default: the latest)",
-            schema!(ReadBody),
-            vec![],
-            vec![(200, "the conversation's summary", schema!(ConversationSummary))],
-            &[400, 403, 404],
-        ),
-        Op::SearchMessages => {
-            let mut q = list(limits::SEARCH);
-            q.insert(0, phrase());
-            q.insert(
-                1,
-                json!({"name": "conversation_id", "in": "query", "required": false,
-                       "description": "search only this conversation, which the caller must be in (empty or absent: all of theirs)",
-                       "schema": {"type": "string", "maxLength": 64}}),
-            );
-            doc(
-                "Search the messages of the caller's conversations",
-                None,
-                q,
-                vec![(200, "a page", schema!(List<Message>))],
-                &[400, 403, 404],
-            )
-        }
+
+    pub fn cursor() -> Value {
+        json!({"name": "cursor", "in": "query", "required": false,
+               "description": "the next_cursor of the previous page (opaque; empty or absent: the first page); another list's cursor is a 400",
+               "schema": {"type": "string"}})
+    }
+
+    pub fn int_param(name: &str, description: &str, minimum: i64) -> Value {
+        json!({"name": name, "in": "query", "required": false, "description": description,
+               "schema": {"type": "integer", "format": "int64", "minimum": minimum}})
+    }
+
+    pub fn phrase() -> Value {
+        json!({"name": "q", "in": "query", "required": true,
+               "description": "the words to find, in order, the last one as the start of a word (case-insensitive; CJK by substring), 1-200 characters, not blank",
+               "schema": {"type": "string", "minLength": 1, "maxLength": im_shared::service::search::MAX_QUERY_CHARS,
+                          "pattern": "\\S"}})
+    }
+
+    /// A list's parameters: `limit` (default, max) and `cursor`.
+    pub fn list(max: (usize, usize)) -> Vec<Value> {
+        vec![limit(max.1, max.0), cursor()]
     }
 }
 
@@ -303,7 +101,7 @@ fn error_description(status: u16) -> &'static str {
 }
 
 fn operation(route: &Route, g: &mut SchemaGenerator) -> Value {
-    let doc = doc_of(route.op, g);
+    let doc = routes::doc(route.op, g);
     let mut params: Vec<Value> = route
         .path
         .split('/')
@@ -327,7 +125,7 @@ fn operation(route: &Route, g: &mut SchemaGenerator) -> Value {
     // token can refuse it.
     let mut statuses: Vec<u16> = doc.errors.to_vec();
     statuses.extend([400, 413, 500, 503]);
-    if route.auth {
+    if route.auth() {
         statuses.extend([401, 429]);
     }
     statuses.sort();
@@ -341,12 +139,11 @@ fn operation(route: &Route, g: &mut SchemaGenerator) -> Value {
         "parameters": params,
         "responses": responses,
     });
-    if let Some(body) = doc.body {
-        let required = !matches!(route.op, Op::JoinGroup | Op::MarkRead);
-        op["requestBody"] = json!({"required": required, "content": {"application/json": {"schema": body}}});
+    if let Some((body, optional)) = doc.body {
+        op["requestBody"] = json!({"required": !optional, "content": {"application/json": {"schema": body}}});
     }
-    op["security"] = if route.auth { json!([{"bearer": []}]) } else { json!([]) };
-    if route.local_only {
+    op["security"] = if route.auth() { json!([{"bearer": []}]) } else { json!([]) };
+    if route.local_only() {
         op["description"] = json!("Served by the local server in dev mode only.");
     }
     op
@@ -444,9 +241,16 @@ pub fn render() -> String {
 mod tests {
     use super::*;
 
+    /// A stale `openapi.json` is written anew, and the test fails so that the change is seen
+    /// (and committed): after a change to the route table, `cargo test` brings it up to date.
     #[test]
     fn the_checked_in_document_is_what_the_code_generates() {
-        assert!(CHECKED_IN == render(), "openapi.json is stale: run `cargo run -- openapi > openapi.json`");
+        let generated = render();
+        if CHECKED_IN != generated {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.json");
+            std::fs::write(path, &generated).expect("write openapi.json");
+            panic!("openapi.json was stale and has been written anew from the route table: review and commit it");
+        }
     }
 
     #[test]
@@ -465,7 +269,7 @@ mod tests {
             let in_path: Vec<&str> =
                 r.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect();
             assert_eq!(declared, in_path);
-            assert_eq!(op["security"].as_array().unwrap().is_empty(), !r.auth);
+            assert_eq!(op["security"].as_array().unwrap().is_empty(), !r.auth());
         }
     }
 }

@@ -1,178 +1,450 @@
-//! The route table: every operation of the API, named once. The local server serves all of
-//! them; each Lambda function serves one (`lambda` is its name); the SAM template is checked
-//! against this table.
+//! The route table: every operation of the API, named once, with all that belongs to it (see
+//! [`declare_routes!`] for the form of an entry and what is made from it). The local server
+//! serves every route; each Lambda function serves one, the one its `IM_FUNCTION` names; the
+//! SAM template, the IAM policies, the OpenAPI document and the authorization matrix derive
+//! from this table.
+//!
+//! Adding an operation: an entry here, its method on the service, its tests (the authorization
+//! matrix in `tests/authz.rs` does not compile until it says who is refused), and its docs
+//! (`docs/api.md`); then `cargo test` regenerates `openapi.json` and `template.yaml`.
 
-use http::Method;
+use crate::access::{Access, SearchUse, tables};
+use crate::bodies::*;
+use crate::dispatch::{Reply, no_content, reply};
+use crate::openapi::params::{int_param, limit, list, phrase};
+use crate::routing::{Caller, OpDoc, Req, Route, declare_routes};
+use http::StatusCode as S;
+use im_shared::Error;
+use im_shared::ids::validate_user_id;
+use im_shared::model::*;
+use im_shared::queue::names::FANOUT;
+use im_shared::schema::*;
+use im_shared::service::friends::{Direction, RequestOutcome};
+use im_shared::service::groups::{CreateGroupInput, UpdateGroupInput};
+use im_shared::service::limits;
+use im_shared::service::messages::SendInput;
+use im_shared::service::users::ProfileInput;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
-    Health,
-    OpenApi,
-    DevToken,
-    PutMe,
-    GetMe,
-    GetUser,
-    SendFriendRequest,
-    ListFriendRequests,
-    AcceptFriendRequest,
-    RejectFriendRequest,
-    ListFriends,
-    RemoveFriend,
-    CreateGroup,
-    GetGroup,
-    UpdateGroup,
-    JoinGroup,
-    ListJoinRequests,
-    AcceptJoinRequest,
-    RejectJoinRequest,
-    LeaveGroup,
-    RemoveMember,
-    SetRole,
-    ListMembers,
-    MyGroups,
-    SendMessage,
-    History,
-    Sync,
-    ListConversations,
-    MarkRead,
-    SearchMessages,
-    SearchGroups,
-}
+/// What the functions that leave or change memberships read to tell the members' devices.
+const NOTICE_READS: &[&TableDef] = &[&INBOXES, &DELIVERIES, &GROUP_RELATIONS, &META];
 
-#[derive(Debug)]
-pub struct Route {
-    pub op: Op,
-    pub method: Method,
-    /// A path pattern: `{name}` matches one non-empty segment.
-    pub path: &'static str,
-    /// The function's name (the Lambda binary, and the log field `op`).
-    pub lambda: &'static str,
-    /// Needs `Authorization: Bearer <JWT>`.
-    pub auth: bool,
-    /// Served by the local server in dev mode only, never by a Lambda function.
-    pub local_only: bool,
-}
-
-const fn route(op: Op, method: Method, path: &'static str, lambda: &'static str) -> Route {
-    Route { op, method, path, lambda, auth: true, local_only: false }
-}
-
-/// A route that needs no token.
-const fn open(op: Op, method: Method, path: &'static str, lambda: &'static str, local_only: bool) -> Route {
-    Route { op, method, path, lambda, auth: false, local_only }
-}
-
-pub const ROUTES: &[Route] = &[
-    open(Op::Health, Method::GET, "/v1/health", "health", false),
-    open(Op::OpenApi, Method::GET, "/v1/openapi.json", "openapi", false),
-    open(Op::DevToken, Method::POST, "/v1/dev/token", "dev-token", true),
-    route(Op::PutMe, Method::PUT, "/v1/me", "put-me"),
-    route(Op::GetMe, Method::GET, "/v1/me", "get-me"),
-    route(Op::GetUser, Method::GET, "/v1/users/{user_id}", "get-user"),
-    route(Op::SendFriendRequest, Method::POST, "/v1/friend-requests", "send-friend-request"),
-    route(Op::ListFriendRequests, Method::GET, "/v1/friend-requests", "list-friend-requests"),
-    route(Op::AcceptFriendRequest, Method::POST, "/v1/friend-requests/{from}/accept", "accept-friend-request"),
-    route(Op::RejectFriendRequest, Method::POST, "/v1/friend-requests/{from}/reject", "reject-friend-request"),
-    route(Op::ListFriends, Method::GET, "/v1/friends", "list-friends"),
-    route(Op::RemoveFriend, Method::DELETE, "/v1/friends/{user_id}", "remove-friend"),
-    route(Op::CreateGroup, Method::POST, "/v1/groups", "create-group"),
-    route(Op::SearchGroups, Method::GET, "/v1/groups", "search-groups"),
-    route(Op::GetGroup, Method::GET, "/v1/groups/{group_id}", "get-group"),
-    route(Op::UpdateGroup, Method::PATCH, "/v1/groups/{group_id}", "update-group"),
-    route(Op::JoinGroup, Method::POST, "/v1/groups/{group_id}/join", "join-group"),
-    route(Op::ListJoinRequests, Method::GET, "/v1/groups/{group_id}/join-requests", "list-join-requests"),
-    route(
-        Op::AcceptJoinRequest,
-        Method::POST,
-        "/v1/groups/{group_id}/join-requests/{user_id}/accept",
-        "accept-join-request",
-    ),
-    route(
-        Op::RejectJoinRequest,
-        Method::POST,
-        "/v1/groups/{group_id}/join-requests/{user_id}/reject",
-        "reject-join-request",
-    ),
-    route(Op::LeaveGroup, Method::POST, "/v1/groups/{group_id}/leave", "leave-group"),
-    route(Op::RemoveMember, Method::DELETE, "/v1/groups/{group_id}/members/{user_id}", "remove-member"),
-    route(Op::SetRole, Method::PUT, "/v1/groups/{group_id}/members/{user_id}/role", "set-role"),
-    route(Op::ListMembers, Method::GET, "/v1/groups/{group_id}/members", "list-members"),
-    route(Op::MyGroups, Method::GET, "/v1/me/groups", "my-groups"),
-    route(Op::SendMessage, Method::POST, "/v1/conversations/{conversation_id}/messages", "send-message"),
-    route(Op::History, Method::GET, "/v1/conversations/{conversation_id}/messages", "history"),
-    route(Op::Sync, Method::GET, "/v1/sync", "sync"),
-    route(Op::ListConversations, Method::GET, "/v1/conversations", "list-conversations"),
-    route(Op::MarkRead, Method::POST, "/v1/conversations/{conversation_id}/read", "mark-read"),
-    route(Op::SearchMessages, Method::GET, "/v1/search/messages", "search-messages"),
-];
-
-/// The outcome of looking a request up in the table.
-#[derive(Debug)]
-pub enum Matched<'a> {
-    Route(&'a Route, Vec<(&'static str, String)>),
-    /// The path exists, with these other methods.
-    MethodNotAllowed(Vec<&'static str>),
-    NotFound,
-}
-
-/// Matches `path` against one pattern, returning the path parameters (percent-decoded).
-fn match_path(pattern: &'static str, path: &str) -> Option<Vec<(&'static str, String)>> {
-    let mut params = Vec::new();
-    let mut segs = path.split('/');
-    for pat in pattern.split('/') {
-        let seg = segs.next()?;
-        if let Some(name) = pat.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-            if seg.is_empty() {
-                return None;
-            }
-            params.push((name, percent_decode(seg)?));
-        } else if pat != seg {
-            return None;
-        }
+declare_routes! {
+    /// Liveness, no token needed
+    Health: GET "/v1/health" => "health" {
+        caller: Anyone,
+        access: tables(&[], &[]),
+        ok: {
+            200 "up": Health,
+        },
+        errors: [],
+        run: |r| reply(S::OK, Health { status: "ok", version: env!("CARGO_PKG_VERSION") }),
     }
-    segs.next().is_none().then_some(params)
-}
 
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    /// This document
+    OpenApi: GET "/v1/openapi.json" => "openapi" {
+        caller: Anyone,
+        access: tables(&[], &[]),
+        ok: {
+            200 "the OpenAPI 3 document": AnyObject,
+        },
+        errors: [],
+        // The checked-in document, which a test keeps equal to what `openapi::document()`
+        // generates: generating it here would link schemars and every type's schema into the
+        // Lambda function, about 0.1 MB of its zip (docs/performance.md, "Lambda packaging").
+        run: |r| Ok(Reply::json(S::OK, crate::openapi::CHECKED_IN.as_bytes())),
     }
-    String::from_utf8(out).ok()
-}
 
-impl Route {
-    /// The path parameters of `path` if it matches this route's pattern.
-    pub fn params(&self, path: &str) -> Option<Vec<(&'static str, String)>> {
-        match_path(self.path, trim_slash(path))
+    /// A token for any user (local server in dev mode only; never on AWS)
+    DevToken: POST "/v1/dev/token" => "dev-token" {
+        caller: DevOnly,
+        access: tables(&[], &[]),
+        ok: {
+            200 "a signed token": Token,
+        },
+        errors: [400],
+        run: |r, b: DevTokenBody| {
+            validate_user_id(&b.user_id)?;
+            reply(S::OK, Token { token: r.app.auth.issue(&b.user_id, r.app.cfg.dev_token_ttl_secs)? })
+        },
+    }
+
+    /// Create or update the caller's profile
+    PutMe: PUT "/v1/me" => "put-me" {
+        access: tables(&[&USERS], &[&USERS]),
+        ok: {
+            200 "the profile": User,
+        },
+        errors: [400],
+        run: |r, input: ProfileInput| reply(S::OK, r.svc.put_me(r.caller, input).await?),
+    }
+
+    /// The caller's profile
+    GetMe: GET "/v1/me" => "get-me" {
+        access: tables(&[&USERS], &[]),
+        ok: {
+            200 "the profile": User,
+        },
+        errors: [404],
+        run: |r| reply(S::OK, r.svc.get_me(r.caller).await?),
+    }
+
+    /// A user's profile
+    GetUser: GET "/v1/users/{user_id}" => "get-user" {
+        access: tables(&[&USERS], &[]),
+        ok: {
+            200 "the profile": User,
+        },
+        errors: [400, 404],
+        run: |r| reply(S::OK, r.svc.get_user(r.path("user_id")).await?),
+    }
+
+    /// Ask a user to be friends (if they had asked the caller, both become friends at once)
+    SendFriendRequest: POST "/v1/friend-requests" => "send-friend-request" {
+        access: tables(
+            &[&USERS, &USER_RELATIONS, &FRIEND_REQUESTS, &INBOXES, &CONVERSATIONS, &META],
+            &[&USERS, &USER_RELATIONS, &FRIEND_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
+        ),
+        ok: {
+            201 "a pending request": FriendRequest,
+            200 "now friends": Friendship,
+        },
+        errors: [400, 404, 409],
+        run: |r, b: FriendRequestBody| match r.svc.request_friend(r.caller, &b.to, b.message).await? {
+            RequestOutcome::Pending(request) => reply(S::CREATED, request),
+            RequestOutcome::Friends(friendship) => reply(S::OK, friendship),
+        },
+    }
+
+    /// Pending friend requests
+    ListFriendRequests: GET "/v1/friend-requests" => "list-friend-requests" {
+        access: tables(&[&FRIEND_REQUESTS], &[]),
+        query: {
+            let mut q = list(limits::LIST);
+            q.push(serde_json::json!({"name": "direction", "in": "query", "required": false,
+                "schema": {"type": "string", "enum": ["incoming", "outgoing"], "default": "incoming"}}));
+            q
+        },
+        ok: {
+            200 "a page": List<FriendRequest>,
+        },
+        errors: [400],
+        run: |r| {
+            // An empty value is not a direction (unlike an empty cursor, which is the first page).
+            let direction = match r.query("direction") {
+                None | Some("incoming") => Direction::Incoming,
+                Some("outgoing") => Direction::Outgoing,
+                Some(_) => return Err(Error::invalid("direction must be incoming or outgoing")),
+            };
+            reply(S::OK, r.svc.list_friend_requests(r.caller, direction, r.limit, r.cursor.clone()).await?)
+        },
+    }
+
+    /// Accept a friend request
+    AcceptFriendRequest: POST "/v1/friend-requests/{from}/accept" => "accept-friend-request" {
+        access: tables(
+            &[&FRIEND_REQUESTS, &INBOXES, &CONVERSATIONS, &META],
+            &[&USERS, &USER_RELATIONS, &FRIEND_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
+        ),
+        ok: {
+            200 "the friendship": Friendship,
+        },
+        errors: [400, 404, 409],
+        run: |r| reply(S::OK, r.svc.accept_friend(r.caller, r.path("from")).await?),
+    }
+
+    /// Reject a friend request
+    RejectFriendRequest: POST "/v1/friend-requests/{from}/reject" => "reject-friend-request" {
+        access: tables(&[], &[&FRIEND_REQUESTS]),
+        ok: {
+            204 "rejected",
+        },
+        errors: [400, 404],
+        run: |r| {
+            r.svc.reject_friend(r.caller, r.path("from")).await?;
+            no_content()
+        },
+    }
+
+    /// The caller's friends
+    ListFriends: GET "/v1/friends" => "list-friends" {
+        access: tables(&[&USER_RELATIONS, &USERS], &[]),
+        query: list(limits::LIST),
+        ok: {
+            200 "a page": List<Friend>,
+        },
+        errors: [400],
+        run: |r| reply(S::OK, r.svc.list_friends(r.caller, r.limit, r.cursor.clone()).await?),
+    }
+
+    /// End a friendship on both sides
+    RemoveFriend: DELETE "/v1/friends/{user_id}" => "remove-friend" {
+        access: tables(&[&INBOXES], &[&USERS, &USER_RELATIONS, &INBOXES, &SYNC, &DELIVERIES]),
+        ok: {
+            204 "ended",
+        },
+        errors: [400, 404],
+        run: |r| {
+            r.svc.remove_friend(r.caller, r.path("user_id")).await?;
+            no_content()
+        },
+    }
+
+    /// Create a group; the caller is its owner, listed members join at once
+    CreateGroup: POST "/v1/groups" => "create-group" {
+        access: tables(
+            &[&USERS, &INBOXES, &DELIVERIES],
+            &[&USERS, &META, &GROUP_RELATIONS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS],
+        ),
+        ok: {
+            201 "the group": Group,
+        },
+        errors: [400, 404],
+        run: |r, input: CreateGroupInput| reply(S::CREATED, r.svc.create_group(r.caller, input).await?),
+    }
+
+    /// Search groups by name
+    SearchGroups: GET "/v1/groups" => "search-groups" {
+        access: Access { search: SearchUse::Query, ..tables(&[&META], &[]) },
+        query: {
+            let mut q = list(limits::SEARCH);
+            q.insert(0, phrase());
+            q
+        },
+        ok: {
+            200 "a page of groups": List<Group>,
+        },
+        errors: [400],
+        run: |r| reply(S::OK, r.svc.search_groups(r.string("q"), r.limit, r.cursor.clone()).await?),
+    }
+
+    /// A group
+    GetGroup: GET "/v1/groups/{group_id}" => "get-group" {
+        access: tables(&[&META], &[]),
+        ok: {
+            200 "the group": Group,
+        },
+        errors: [400, 404],
+        run: |r| reply(S::OK, r.svc.get_group(r.path("group_id")).await?),
+    }
+
+    /// Change a group's name, description or join policy (owner or admin)
+    UpdateGroup: PATCH "/v1/groups/{group_id}" => "update-group" {
+        access: Access { sends: &[FANOUT], ..tables(&[&META, &GROUP_RELATIONS], &[&META]) },
+        ok: {
+            200 "the group": Group,
+        },
+        errors: [400, 403, 404],
+        run: |r, input: UpdateGroupInput| reply(S::OK, r.svc.update_group(r.caller, r.path("group_id"), input).await?),
+    }
+
+    /// Join an open group, or ask to join an approval group
+    JoinGroup: POST "/v1/groups/{group_id}/join" => "join-group" {
+        access: tables(
+            &[&USERS, &META, &GROUP_RELATIONS, &INBOXES, &DELIVERIES, &CONVERSATIONS],
+            &[&USERS, &GROUP_RELATIONS, &JOIN_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
+        ),
+        body_optional: true,
+        ok: {
+            200 "joined": Member,
+            202 "a pending request": JoinRequest,
+        },
+        errors: [400, 404, 409],
+        run: |r, b: MessageBody| match r.svc.join_group(r.caller, r.path("group_id"), b.message).await? {
+            JoinOutcome::Joined(member) => reply(S::OK, member),
+            JoinOutcome::Pending(request) => reply(S::ACCEPTED, request),
+        },
+    }
+
+    /// Pending join requests (owner or admin)
+    ListJoinRequests: GET "/v1/groups/{group_id}/join-requests" => "list-join-requests" {
+        access: tables(&[&META, &GROUP_RELATIONS, &JOIN_REQUESTS], &[]),
+        query: list(limits::LIST),
+        ok: {
+            200 "a page": List<JoinRequest>,
+        },
+        errors: [400, 403, 404],
+        run: |r| reply(S::OK, r.svc.list_join_requests(r.caller, r.path("group_id"), r.limit, r.cursor.clone()).await?),
+    }
+
+    /// Accept a join request (owner or admin)
+    AcceptJoinRequest: POST "/v1/groups/{group_id}/join-requests/{user_id}/accept" => "accept-join-request" {
+        access: tables(
+            &[&META, &GROUP_RELATIONS, &JOIN_REQUESTS, &INBOXES, &DELIVERIES, &CONVERSATIONS],
+            &[&USERS, &GROUP_RELATIONS, &JOIN_REQUESTS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META],
+        ),
+        ok: {
+            200 "the new member": Member,
+        },
+        errors: [400, 403, 404, 409],
+        run: |r| reply(S::OK, r.svc.accept_join(r.caller, r.path("group_id"), r.path("user_id")).await?),
+    }
+
+    /// Reject a join request (owner or admin)
+    RejectJoinRequest: POST "/v1/groups/{group_id}/join-requests/{user_id}/reject" => "reject-join-request" {
+        access: tables(&[&META, &GROUP_RELATIONS], &[&JOIN_REQUESTS]),
+        ok: {
+            204 "rejected",
+        },
+        errors: [400, 403, 404],
+        run: |r| {
+            r.svc.reject_join(r.caller, r.path("group_id"), r.path("user_id")).await?;
+            no_content()
+        },
+    }
+
+    /// Leave a group (the owner cannot while others remain)
+    LeaveGroup: POST "/v1/groups/{group_id}/leave" => "leave-group" {
+        access: tables(NOTICE_READS, &[&USERS, &GROUP_RELATIONS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META]),
+        ok: {
+            204 "left",
+        },
+        errors: [400, 404, 409],
+        run: |r| {
+            r.svc.leave_group(r.caller, r.path("group_id")).await?;
+            no_content()
+        },
+    }
+
+    /// Remove a member (owner or admin)
+    RemoveMember: DELETE "/v1/groups/{group_id}/members/{user_id}" => "remove-member" {
+        access: tables(NOTICE_READS, &[&USERS, &GROUP_RELATIONS, &INBOXES, &SYNC, &DELIVERIES, &CONVERSATIONS, &META]),
+        ok: {
+            204 "removed",
+        },
+        errors: [400, 403, 404, 409],
+        run: |r| {
+            r.svc.remove_member(r.caller, r.path("group_id"), r.path("user_id")).await?;
+            no_content()
+        },
+    }
+
+    /// Make a member an admin or a plain member (owner only)
+    SetRole: PUT "/v1/groups/{group_id}/members/{user_id}/role" => "set-role" {
+        access: tables(&[&META, &GROUP_RELATIONS], &[&META, &GROUP_RELATIONS]),
+        ok: {
+            200 "the member": Member,
+        },
+        errors: [400, 403, 404, 409],
+        run: |r, b: RoleBody| reply(S::OK, r.svc.set_role(r.caller, r.path("group_id"), r.path("user_id"), b.role).await?),
+    }
+
+    /// A group's members (members only)
+    ListMembers: GET "/v1/groups/{group_id}/members" => "list-members" {
+        access: tables(&[&META, &GROUP_RELATIONS], &[]),
+        query: list(limits::LIST),
+        ok: {
+            200 "a page": List<Member>,
+        },
+        errors: [400, 403, 404],
+        run: |r| reply(S::OK, r.svc.list_members(r.caller, r.path("group_id"), r.limit, r.cursor.clone()).await?),
+    }
+
+    /// The caller's groups
+    MyGroups: GET "/v1/me/groups" => "my-groups" {
+        access: tables(&[&META, &GROUP_RELATIONS], &[]),
+        query: list(limits::LIST),
+        ok: {
+            200 "a page": List<Group>,
+        },
+        errors: [400],
+        run: |r| reply(S::OK, r.svc.my_groups(r.caller, r.limit, r.cursor.clone()).await?),
+    }
+
+    /// Send a message (a retry with the same client_msg_id returns the first result)
+    SendMessage: POST "/v1/conversations/{conversation_id}/messages" => "send-message" {
+        access: Access {
+            sends: &[FANOUT],
+            ..tables(
+                &[&META, &USER_RELATIONS, &GROUP_RELATIONS, &SENDS, &STORE, &OUTBOX, &INBOXES, &CONVERSATIONS],
+                &[&STORE, &SENDS, &OUTBOX, &INBOXES, &SYNC, &CONVERSATIONS, &META],
+            )
+        },
+        ok: {
+            201 "sent": Message,
+            200 "a retry: the first result": Message,
+        },
+        errors: [400, 403, 404, 409, 413],
+        run: |r, input: SendInput| {
+            let sent = r.svc.send(r.caller, r.path("conversation_id"), input).await?;
+            reply(if sent.created { S::CREATED } else { S::OK }, sent.message)
+        },
+    }
+
+    /// A conversation's messages, newest first
+    History: GET "/v1/conversations/{conversation_id}/messages" => "history" {
+        access: tables(&[&META, &GROUP_RELATIONS, &STORE], &[]),
+        query: vec![
+            int_param("before", "messages with a seq below this (default: from the latest)", 1),
+            limit(limits::HISTORY.1, limits::HISTORY.0),
+        ],
+        ok: {
+            200 "a page": HistoryPage,
+        },
+        errors: [400, 403, 404],
+        run: |r| reply(S::OK, r.svc.history(r.caller, r.path("conversation_id"), r.int("before")?, r.limit).await?),
+    }
+
+    /// The caller's inbox after a checkpoint
+    Sync: GET "/v1/sync" => "sync" {
+        access: tables(&[&INBOXES, &SYNC], &[]),
+        query: vec![
+            int_param("after", "the checkpoint: entries with a higher sync_seq", 0),
+            limit(limits::SYNC.1, limits::SYNC.0),
+        ],
+        ok: {
+            200 "a page": SyncPage,
+        },
+        errors: [400],
+        run: |r| reply(S::OK, r.svc.sync(r.caller, r.int("after")?, r.limit).await?),
+    }
+
+    /// The caller's conversations, most recent activity first, with unread counts
+    ListConversations: GET "/v1/conversations" => "list-conversations" {
+        access: tables(&[&CONVERSATIONS, &META, &USERS], &[]),
+        query: list(limits::LIST),
+        ok: {
+            200 "a page": List<ConversationSummary>,
+        },
+        errors: [400],
+        run: |r| reply(S::OK, r.svc.list_conversations(r.caller, r.limit, r.cursor.clone()).await?),
+    }
+
+    /// Mark a conversation read up to a seq (default: the latest)
+    MarkRead: POST "/v1/conversations/{conversation_id}/read" => "mark-read" {
+        access: tables(&[&CONVERSATIONS, &META, &GROUP_RELATIONS, &USERS], &[&CONVERSATIONS]),
+        body_optional: true,
+        ok: {
+            200 "the conversation's summary": ConversationSummary,
+        },
+        errors: [400, 403, 404],
+        run: |r, b: ReadBody| reply(S::OK, r.svc.mark_read(r.caller, r.path("conversation_id"), b.seq).await?),
+    }
+
+    /// Search the messages of the caller's conversations
+    SearchMessages: GET "/v1/search/messages" => "search-messages" {
+        access: Access { search: SearchUse::Query, ..tables(&[&CONVERSATIONS, &STORE], &[]) },
+        query: {
+            let mut q = list(limits::SEARCH);
+            q.insert(0, phrase());
+            q.insert(1, serde_json::json!({"name": "conversation_id", "in": "query", "required": false,
+                "description": "search only this conversation, which the caller must be in (empty or absent: all of theirs)",
+                "schema": {"type": "string", "maxLength": 64}}));
+            q
+        },
+        ok: {
+            200 "a page": List<Message>,
+        },
+        errors: [400, 403, 404],
+        run: |r| {
+            let (q, conversation) = (r.string("q"), r.string("conversation_id"));
+            reply(S::OK, r.svc.search_messages(r.caller, q, conversation, r.limit, r.cursor.clone()).await?)
+        },
     }
 }
 
-/// `/v1/me/` is `/v1/me`.
-fn trim_slash(path: &str) -> &str {
-    if path.len() > 1 { path.trim_end_matches('/') } else { path }
-}
-
-pub fn find(method: &Method, path: &str) -> Matched<'static> {
-    let path = trim_slash(path);
-    // Only the request's method's routes first: the other methods' matter only for a 405.
-    for r in ROUTES.iter().filter(|r| r.method == *method) {
-        if let Some(params) = match_path(r.path, path) {
-            return Matched::Route(r, params);
-        }
-    }
-    let allowed: Vec<_> =
-        ROUTES.iter().filter(|r| match_path(r.path, path).is_some()).map(|r| r.method.as_str()).collect();
-    if allowed.is_empty() { Matched::NotFound } else { Matched::MethodNotAllowed(allowed) }
+/// The route of a request.
+pub fn find(method: &http::Method, path: &str) -> crate::routing::Matched<'static> {
+    crate::routing::find(ROUTES, method, path)
 }
 
 pub fn by_op(op: Op) -> &'static Route {
@@ -187,6 +459,8 @@ pub fn by_lambda(name: &str) -> Option<&'static Route> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::Matched;
+    use http::Method;
 
     #[test]
     fn every_op_and_lambda_name_appears_once() {

@@ -1,12 +1,15 @@
 //! The SAM template (`template.yaml`), generated from the code so that it cannot drift from it:
-//! the tables from `schema::ALL_TABLES`, one function and one HTTP API route per entry of the
-//! route table, each function's IAM policy from [`crate::access`], and the queues from the
-//! queue names. `cargo run -- template > template.yaml` writes it; a test fails when the
-//! checked-in copy differs from what the code generates, and CI lints it with cfn-lint.
+//! the tables from `schema::ALL_TABLES`, one function per entry of [`crate::function::all`]
+//! (one per route of the route table with its HTTP API route, the workers with their event
+//! sources, the WebSocket API's routes), each function's IAM policy from its declared
+//! [`Access`], and the queues from the queue names. Every function runs one of the two Lambda
+//! binaries ([`crate::function::Binary`]), with `IM_FUNCTION` naming it. `cargo run -- template > template.yaml` writes
+//! it (and a test, which fails when the checked-in copy differs from what the code generates,
+//! writes it anew); CI lints it with cfn-lint.
 
-use crate::access::{self, SearchUse};
-use crate::lambda::{WORKER_FUNCTIONS, WS_FUNCTIONS};
-use crate::routes::ROUTES;
+use crate::access::{Access, SearchUse};
+use crate::function::{self, Function, Role};
+use crate::lambda::FUNCTION_VAR;
 use im_shared::queue::names::{FANOUT, FANOUT_DLQ, INDEX_DLQ};
 use im_shared::schema::{ALL_TABLES, CONNECTIONS, KeyAttr, KeyType, TableDef};
 use serde_norway::{Mapping, Value};
@@ -248,8 +251,8 @@ fn table(t: &TableDef) -> Value {
 }
 
 /// The IAM statements of a function, from its declared access.
-fn policy(function: &str) -> Value {
-    let access = access::of(function).unwrap_or_else(|| panic!("no access declared for {function}"));
+fn policy(f: &Function) -> Value {
+    let access: &Access = &f.access;
     let mut statements = Vec::new();
     let arns = |tables: &[&TableDef], with_indexes: bool| {
         let mut out = Vec::new();
@@ -280,7 +283,7 @@ fn policy(function: &str) -> Value {
         statements.push(statement(&actions, arns(access.writes, false)));
     }
     let mut sends: Vec<&str> = access.sends.to_vec();
-    if function == "indexer" {
+    if matches!(f.role, Role::Indexer) {
         // The streams' on-failure destination.
         sends.push(INDEX_DLQ);
     }
@@ -316,19 +319,33 @@ fn policy(function: &str) -> Value {
     list([map([("Version", s("2012-10-17")), ("Statement", list(statements))])])
 }
 
-fn function(name: &str, description: &str, timeout: Option<u64>, events: Value) -> Value {
+/// A function's resource: its binary, told which function it is by `IM_FUNCTION`, with the
+/// variables only it needs (`env`), its policy and its event sources.
+fn function(f: &Function, description: &str, timeout: Option<u64>, events: Value, env: Vec<(&str, Value)>) -> Value {
     let mut props = Mapping::new();
     props.insert(s("Description"), s(description));
     if let Some(t) = timeout {
         props.insert(s("Timeout"), n(t));
     }
-    props.insert(s("Policies"), policy(name));
+    let mut variables = Mapping::new();
+    variables.insert(s(FUNCTION_VAR), s(f.name));
+    for (k, v) in env {
+        variables.insert(s(k), v);
+    }
+    props.insert(s("Environment"), map([("Variables", Value::Mapping(variables))]));
+    props.insert(s("Policies"), policy(f));
     if !matches!(&events, Value::Mapping(m) if m.is_empty()) {
         props.insert(s("Events"), events);
     }
     map([
         ("Type", s("AWS::Serverless::Function")),
-        ("Metadata", map([("BuildMethod", s("rust-cargolambda")), ("BuildProperties", map([("Binary", s(name))]))])),
+        (
+            "Metadata",
+            map([
+                ("BuildMethod", s("rust-cargolambda")),
+                ("BuildProperties", map([("Binary", s(f.role.binary().name()))])),
+            ]),
+        ),
         ("Properties", Value::Mapping(props)),
     ])
 }
@@ -540,110 +557,107 @@ fn search_domain() -> Value {
     ])
 }
 
+/// The indexer's event source on a table's stream: batches retried from the record that
+/// failed, bisected when they keep failing, and dead-lettered at last.
+fn stream_source(t: &TableDef) -> Value {
+    map([
+        ("Type", s("DynamoDB")),
+        (
+            "Properties",
+            map([
+                ("Stream", get_att(&table_id(t), "StreamArn")),
+                ("StartingPosition", s("TRIM_HORIZON")),
+                ("BatchSize", n(100)),
+                ("MaximumBatchingWindowInSeconds", n(1)),
+                ("MaximumRetryAttempts", n(10)),
+                ("BisectBatchOnFunctionError", Value::from(true)),
+                ("FunctionResponseTypes", list([s("ReportBatchItemFailures")])),
+                (
+                    "DestinationConfig",
+                    map([(
+                        "OnFailure",
+                        map([("Type", s("SQS")), ("Destination", get_att(&queue_id(INDEX_DLQ), "Arn"))]),
+                    )]),
+                ),
+            ]),
+        ),
+    ])
+}
+
 fn resources() -> Mapping {
     let mut r = Mapping::new();
     let mut add = |id: String, v: Value| {
         r.insert(Value::from(id), v);
     };
     add("HttpApi".into(), http_api());
-    for route in ROUTES.iter().filter(|r| !r.local_only) {
-        let mut api = Mapping::new();
-        api.insert(s("ApiId"), reference("HttpApi"));
-        api.insert(s("Method"), s(route.method.as_str()));
-        api.insert(s("Path"), s(route.path));
-        if !route.auth {
-            api.insert(s("Auth"), map([("Authorizer", s("NONE"))]));
-        }
-        let events = map([("Api", map([("Type", s("HttpApi")), ("Properties", Value::Mapping(api))]))]);
-        add(
-            function_id(route.lambda),
-            function(route.lambda, &format!("{} {}", route.method, route.path), None, events),
-        );
-    }
-    for name in WORKER_FUNCTIONS {
-        let events = match *name {
-            "fanout-worker" => map([(
-                "FanoutJobs",
-                map([
-                    ("Type", s("SQS")),
-                    (
-                        "Properties",
-                        map([
-                            ("Queue", get_att(&queue_id(FANOUT), "Arn")),
-                            ("BatchSize", n(10)),
-                            ("FunctionResponseTypes", list([s("ReportBatchItemFailures")])),
-                        ]),
-                    ),
-                ]),
-            )]),
-            "indexer" => {
-                let mut m = Mapping::new();
-                for t in ALL_TABLES.iter().filter(|t| t.stream) {
-                    let stream = map([
-                        ("Type", s("DynamoDB")),
+    add("WebSocketApi".into(), websocket_api());
+    add("WebSocketStage".into(), websocket_stage());
+    for f in function::all() {
+        match f.role {
+            Role::Api(route) => {
+                let mut api = Mapping::new();
+                api.insert(s("ApiId"), reference("HttpApi"));
+                api.insert(s("Method"), s(route.method.as_str()));
+                api.insert(s("Path"), s(route.path));
+                if !route.auth() {
+                    api.insert(s("Auth"), map([("Authorizer", s("NONE"))]));
+                }
+                let events = map([("Api", map([("Type", s("HttpApi")), ("Properties", Value::Mapping(api))]))]);
+                let description = format!("{} {}", route.method, route.path);
+                add(function_id(f.name), function(&f, &description, None, events, vec![]));
+            }
+            Role::FanoutWorker => {
+                let events = map([(
+                    "FanoutJobs",
+                    map([
+                        ("Type", s("SQS")),
                         (
                             "Properties",
                             map([
-                                ("Stream", get_att(&table_id(t), "StreamArn")),
-                                ("StartingPosition", s("TRIM_HORIZON")),
-                                ("BatchSize", n(100)),
-                                ("MaximumBatchingWindowInSeconds", n(1)),
-                                ("MaximumRetryAttempts", n(10)),
-                                ("BisectBatchOnFunctionError", Value::from(true)),
+                                ("Queue", get_att(&queue_id(FANOUT), "Arn")),
+                                ("BatchSize", n(10)),
                                 ("FunctionResponseTypes", list([s("ReportBatchItemFailures")])),
-                                (
-                                    "DestinationConfig",
-                                    map([(
-                                        "OnFailure",
-                                        map([
-                                            ("Type", s("SQS")),
-                                            ("Destination", get_att(&queue_id(INDEX_DLQ), "Arn")),
-                                        ]),
-                                    )]),
-                                ),
                             ]),
                         ),
-                    ]);
-                    m.insert(Value::from(format!("{}Stream", pascal(t.name))), stream);
-                }
-                Value::Mapping(m)
+                    ]),
+                )]);
+                let description = "Group fan-out: delivers a message into every member's inbox";
+                add(function_id(f.name), function(&f, description, Some(WORKER_TIMEOUT_SECS), events, vec![]));
             }
-            "outbox-sweeper" => map([(
-                "EveryMinute",
-                map([("Type", s("Schedule")), ("Properties", map([("Schedule", s("rate(1 minute)"))]))]),
-            )]),
-            other => unreachable!("worker {other} has no event source"),
-        };
-        let description = match *name {
-            "fanout-worker" => "Group fan-out: delivers a message into every member's inbox",
-            "indexer" => "Search indexer, fed by the store and meta tables' streams",
-            _ => "Re-enqueues fan-outs whose job was lost after the send committed",
-        };
-        add(function_id(name), function(name, description, Some(WORKER_TIMEOUT_SECS), events));
-    }
-    add("WebSocketApi".into(), websocket_api());
-    add("WebSocketStage".into(), websocket_stage());
-    for (name, route) in WS_FUNCTIONS {
-        let (description, env) = match *route {
-            "$connect" => (
-                "WebSocket $connect: checks the token, records the connection",
-                Some(map([
-                    ("IM_JWT_ISSUER", reference("JwtIssuer")),
-                    ("IM_JWT_AUDIENCE", map([("Fn::Join", list([s(","), reference("JwtAudience")]))])),
-                ])),
-            ),
-            "$disconnect" => ("WebSocket $disconnect: forgets the connection", None),
-            _ => ("WebSocket messages: answers pings", None),
-        };
-        let mut f = function(name, description, None, map([]));
-        if let (Some(env), Value::Mapping(m)) = (env, &mut f)
-            && let Some(Value::Mapping(props)) = m.get_mut("Properties")
-        {
-            props.insert(s("Environment"), map([("Variables", env)]));
-        }
-        add(function_id(name), f);
-        for (suffix, resource) in websocket_route(name, route) {
-            add(format!("{}{suffix}", pascal(name)), resource);
+            Role::Indexer => {
+                let mut events = Mapping::new();
+                for t in ALL_TABLES.iter().filter(|t| t.stream) {
+                    events.insert(Value::from(format!("{}Stream", pascal(t.name))), stream_source(t));
+                }
+                let description = "Search indexer, fed by the store and meta tables' streams";
+                let events = Value::Mapping(events);
+                add(function_id(f.name), function(&f, description, Some(WORKER_TIMEOUT_SECS), events, vec![]));
+            }
+            Role::OutboxSweeper => {
+                let events = map([(
+                    "EveryMinute",
+                    map([("Type", s("Schedule")), ("Properties", map([("Schedule", s("rate(1 minute)"))]))]),
+                )]);
+                let description = "Re-enqueues fan-outs whose job was lost after the send committed";
+                add(function_id(f.name), function(&f, description, Some(WORKER_TIMEOUT_SECS), events, vec![]));
+            }
+            Role::Ws(route) => {
+                let (description, env) = match route {
+                    "$connect" => (
+                        "WebSocket $connect: checks the token, records the connection",
+                        vec![
+                            ("IM_JWT_ISSUER", reference("JwtIssuer")),
+                            ("IM_JWT_AUDIENCE", map([("Fn::Join", list([s(","), reference("JwtAudience")]))])),
+                        ],
+                    ),
+                    "$disconnect" => ("WebSocket $disconnect: forgets the connection", vec![]),
+                    _ => ("WebSocket messages: answers pings", vec![]),
+                };
+                add(function_id(f.name), function(&f, description, None, map([]), env));
+                for (suffix, resource) in websocket_route(f.name, route) {
+                    add(format!("{}{suffix}", pascal(f.name)), resource);
+                }
+            }
         }
     }
     for t in ALL_TABLES {

@@ -9,12 +9,25 @@ fn checked_in() -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// A stale `template.yaml` is written anew, and the test fails so that the change is seen (and
+/// committed): after a change to the route table, `cargo test` brings it up to date.
 #[test]
 fn the_checked_in_template_is_what_the_code_generates() {
-    assert!(
-        checked_in() == render(),
-        "template.yaml is stale: run `cargo run -- template > template.yaml` and commit it"
-    );
+    let generated = render();
+    if checked_in() != generated {
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"), &generated).expect("write template");
+        panic!("template.yaml was stale and has been written anew from the code: review and commit it");
+    }
+}
+
+/// The function a resource of the template runs: its `IM_FUNCTION` names it, and it builds the
+/// binary that runs that function.
+fn function_of(f: &Value) -> &str {
+    assert_eq!(text(f, &["Metadata", "BuildMethod"]), "rust-cargolambda");
+    let name = text(f, &["Properties", "Environment", "Variables", FUNCTION_VAR]);
+    let binary = function::find(name).unwrap_or_else(|| panic!("no function {name}")).role.binary();
+    assert_eq!(text(f, &["Metadata", "BuildProperties", "Binary"]), binary.name(), "{name}'s binary");
+    name
 }
 
 fn get<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
@@ -85,9 +98,10 @@ fn tables_keys_indexes_and_routes_match_the_code() {
     // Routes: every route the functions serve is one HttpApi event of the function built from
     // its binary, open exactly when the route needs no token; nothing else is routed.
     let mut routed = BTreeSet::new();
+    let mut functions = BTreeSet::new();
     for f in of_type("AWS::Serverless::Function") {
-        let binary = text(f, &["Metadata", "BuildProperties", "Binary"]);
-        assert_eq!(text(f, &["Metadata", "BuildMethod"]), "rust-cargolambda");
+        let binary = function_of(f);
+        functions.insert(binary.to_string());
         let events = f["Properties"].get("Events").and_then(Value::as_mapping).into_iter().flatten();
         for (_, event) in events {
             if text(event, &["Type"]) != "HttpApi" {
@@ -98,12 +112,13 @@ fn tables_keys_indexes_and_routes_match_the_code() {
             routed.insert((text(p, &["Method"]).to_string(), text(p, &["Path"]).to_string(), binary.to_string(), open));
         }
     }
-    let expected: BTreeSet<_> = ROUTES
+    let expected: BTreeSet<_> = crate::routes::ROUTES
         .iter()
-        .filter(|r| !r.local_only)
-        .map(|r| (r.method.to_string(), r.path.to_string(), r.lambda.to_string(), !r.auth))
+        .filter(|r| !r.local_only())
+        .map(|r| (r.method.to_string(), r.path.to_string(), r.lambda.to_string(), !r.auth()))
         .collect();
     assert_eq!(routed, expected);
+    assert_eq!(functions, function::all().map(|f| f.name.to_string()).collect(), "one resource per function");
 
     // The WebSocket API: each route key to the function the code serves it with, through an
     // integration of that function, which API Gateway may invoke.
@@ -119,13 +134,18 @@ fn tables_keys_indexes_and_routes_match_the_code() {
             .unwrap()
             .iter()
             .find(|(id, _)| uri.contains(&format!("${{{}.Arn}}", id.as_str().unwrap())))
-            .map(|(_, f)| text(f, &["Metadata", "BuildProperties", "Binary"]).to_string())
+            .map(|(_, f)| function_of(f).to_string())
             .expect("the integration invokes a function of the template");
         ws_routes.insert((text(p, &["RouteKey"]).to_string(), function));
     }
-    let expected: BTreeSet<_> = WS_FUNCTIONS.iter().map(|(f, r)| (r.to_string(), f.to_string())).collect();
+    let expected: BTreeSet<_> = function::all()
+        .filter_map(|f| match f.role {
+            Role::Ws(route) => Some((route.to_string(), f.name.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(of_type("AWS::Lambda::Permission").count(), expected.len());
     assert_eq!(ws_routes, expected);
-    assert_eq!(of_type("AWS::Lambda::Permission").count(), WS_FUNCTIONS.len());
 }
 
 #[test]

@@ -1,1 +1,0 @@
-im_functions::http_function_main!();
