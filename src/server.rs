@@ -194,7 +194,7 @@ pub async fn start(cfg: Config) -> Result<Running, String> {
     }
     let (tables, queue) = embedded.unzip();
     if let Some(tables) = &tables {
-        tasks.push(tokio::spawn(service.clone().run_change_feed(tables.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(service.clone().run_change_feed(Arc::new(tables.clone()), stop_rx.clone())));
     }
     tasks.push(tokio::spawn(sweepers(service.clone(), tables.clone(), cfg.sweep_interval, stop_rx.clone())));
 

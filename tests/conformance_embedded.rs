@@ -1,6 +1,6 @@
 //! The port conformance suites against the embedded adapters (redb files in temporary
-//! directories), plus what only the embedded adapters promise: persistence across a reopen,
-//! TTL sweeping, and releasing a dead process's in-flight jobs.
+//! directories), plus what only the embedded adapters promise: persistence across a reopen (the
+//! change feed's too), TTL sweeping, and releasing a dead process's in-flight jobs.
 
 mod conformance;
 
@@ -27,9 +27,22 @@ async fn tantivy_search() -> Arc<dyn im_shared::search::Search> {
     Arc::new(im_shared::search::embedded::TantivySearch::open(&temp_dir().join("search")).expect("open"))
 }
 
+/// The tables' change feed, with the tables it records.
+async fn change_feed() -> conformance::changes::Adapter {
+    let tables = RedbTables::open(&temp_dir().join("tables.redb"))
+        .expect("open")
+        .with_change_feed(conformance::changes::keep_store_puts);
+    (Arc::new(tables.clone()), Arc::new(tables))
+}
+
 mod tables {
     use super::*;
     tables_conformance!(redb_tables);
+}
+
+mod changes {
+    use super::*;
+    changes_conformance!(change_feed);
 }
 
 mod search {
@@ -62,7 +75,10 @@ mod embedded_only {
             assert_eq!(d.len(), 1, "one job in flight when the process 'dies'");
         }
         let t = RedbTables::open(&dir.join("t.redb")).unwrap();
-        assert_eq!(t.get(&STORE, &Key::pk_sk("g_x", 1)).await.unwrap().unwrap()["text"], json!("kept"));
+        assert_eq!(
+            t.get(&STORE, &Key::pk_sk("g_x", 1)).await.unwrap().unwrap().into_item().unwrap()["text"],
+            json!("kept")
+        );
         let q = EmbeddedQueue::open(&dir.join("q.redb"), conformance::queue::defs()).unwrap();
         assert_eq!(q.depth("work").await.unwrap().waiting, 1, "the in-flight job is still hidden");
         assert_eq!(q.release_in_flight().await.unwrap(), 1);
@@ -120,7 +136,7 @@ mod embedded_only {
         assert_eq!(t.sweep_expired(200).await.unwrap(), 2);
         let left = t.query(Query::new(&SYNC, "u")).await.unwrap().items;
         assert_eq!(left.len(), 1);
-        assert_eq!(left[0]["sync_seq"], json!(3));
+        assert_eq!(left[0].clone().into_item().unwrap()["sync_seq"], json!(3));
     }
 
     proptest::proptest! {
@@ -166,7 +182,7 @@ mod embedded_only {
         let mut cursor = None;
         loop {
             let p = t.query(q.clone().limit(page).cursor(cursor)).await.unwrap();
-            out.extend(p.items);
+            out.extend(p.items.into_iter().map(|s| s.into_item().unwrap()));
             match p.cursor {
                 Some(c) => cursor = Some(c),
                 None => return out,

@@ -2,6 +2,7 @@
 //! split across pages and redelivered, and a job lost between the store write and the queue,
 //! recovered by the outbox sweeper. Every member's inbox holds the message exactly once.
 
+use im_shared::changes::ChangeFeed;
 use im_shared::model::JoinPolicy;
 use im_shared::queue::embedded::EmbeddedQueue;
 use im_shared::queue::names::FANOUT;
@@ -13,7 +14,7 @@ use im_shared::service::messages::SendInput;
 use im_shared::service::users::ProfileInput;
 use im_shared::service::{Config, Service};
 use im_shared::tables::embedded::RedbTables;
-use im_shared::tables::{Cond, Item, Key, Page, Query, StoreError, Tables, TxOp, Update, WriteOp};
+use im_shared::tables::{Cond, Item, Key, Page, Query, StoreError, Stored, Tables, TxOp, Update, WriteOp};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -268,13 +269,13 @@ impl PauseFirstDelivery {
 
 #[async_trait::async_trait]
 impl Tables for PauseFirstDelivery {
-    async fn get(&self, t: &'static im_shared::schema::TableDef, k: &Key) -> Result<Option<Item>, StoreError> {
+    async fn get(&self, t: &'static im_shared::schema::TableDef, k: &Key) -> Result<Option<Stored>, StoreError> {
         self.inner.get(t, k).await
     }
     async fn get_batch(
         &self,
         k: &[(&'static im_shared::schema::TableDef, Key)],
-    ) -> Result<Vec<Option<Item>>, StoreError> {
+    ) -> Result<Vec<Option<Stored>>, StoreError> {
         self.inner.get_batch(k).await
     }
     async fn put(&self, t: &'static im_shared::schema::TableDef, i: Item, c: Cond) -> Result<(), StoreError> {
@@ -297,7 +298,7 @@ impl Tables for PauseFirstDelivery {
     ) -> Result<Item, StoreError> {
         self.inner.update(t, k, u, c).await
     }
-    async fn query(&self, q: Query) -> Result<Page, StoreError> {
+    async fn query(&self, q: Query) -> Result<Page<Stored>, StoreError> {
         self.inner.query(q).await
     }
     async fn batch_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
@@ -613,7 +614,7 @@ async fn the_change_feed_indexes_each_message_once_with_records_left_by_a_crash(
     assert!(svc.handle_index_batch(&bodies).await.iter().all(Result::is_ok), "indexed before the crash");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let feed = tokio::spawn(svc.clone().run_change_feed(tables.clone(), stopped));
+    let feed = tokio::spawn(svc.clone().run_change_feed(Arc::new(tables.clone()), stopped));
     for i in 3..6 {
         send(i).await;
     }
@@ -683,7 +684,7 @@ async fn while_search_commits_fail_the_feed_waits_and_a_failed_job_is_queued_onc
     tables.put(&STORE, bad.as_object().unwrap().clone(), Cond::NotExists).await.unwrap();
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let feed = tokio::spawn(svc.clone().run_change_feed(tables.clone(), stopped));
+    let feed = tokio::spawn(svc.clone().run_change_feed(Arc::new(tables.clone()), stopped));
     tokio::time::sleep(Duration::from_millis(1500)).await; // several rounds, every commit failing
     assert_eq!(queue.depth(INDEX).await.unwrap().waiting, 1, "the bad job, queued once");
     assert_eq!(tables.changes(None, 10).await.unwrap().len(), 2, "the good records wait in the feed");

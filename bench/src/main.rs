@@ -25,6 +25,7 @@ mod scenarios;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use futures_util::FutureExt;
+use im_shared::changes::ChangeFeed;
 use im_shared::queue::Queue;
 use im_shared::queue::names::{FANOUT, INDEX};
 use im_storage::file::{COMMIT_THREAD, SYNC_THREAD};

@@ -17,7 +17,7 @@ use im_shared::service::Service;
 use im_shared::service::fanout::FanoutJob;
 use im_shared::service::search::IndexJob;
 use im_shared::tables::embedded::RedbTables;
-use im_shared::tables::{Cond, Item, Key, Page, Query, StoreError, Tables, TxOp, Update, WriteOp};
+use im_shared::tables::{Cond, Item, Key, Page, Query, StoreError, Stored, Tables, TxOp, Update, WriteOp};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,11 +44,11 @@ impl<T> Rec<T> {
 
 #[async_trait]
 impl<T: Tables> Tables for Rec<T> {
-    async fn get(&self, table: &'static TableDef, key: &Key) -> Result<Option<Item>, StoreError> {
+    async fn get(&self, table: &'static TableDef, key: &Key) -> Result<Option<Stored>, StoreError> {
         self.note("read", table.name);
         self.inner.get(table, key).await
     }
-    async fn get_batch(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Item>>, StoreError> {
+    async fn get_batch(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Stored>>, StoreError> {
         for (table, _) in keys {
             self.note("read", table.name);
         }
@@ -66,7 +66,7 @@ impl<T: Tables> Tables for Rec<T> {
         self.note("write", t.name);
         self.inner.update(t, key, u, cond).await
     }
-    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+    async fn query(&self, query: Query) -> Result<Page<Stored>, StoreError> {
         self.note("read", query.table.name);
         self.inner.query(query).await
     }

@@ -19,11 +19,22 @@ pub fn validate_user_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// What a conversation id names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a conversation id names: a single chat of two friends (`s_…`) or a group (`g_…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum ConvKind {
     Single,
     Group,
+}
+
+impl ConvKind {
+    /// Its name in stored rows and answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConvKind::Single => "single",
+            ConvKind::Group => "group",
+        }
+    }
 }
 
 /// Checks the shape of a conversation id (`s_…` or `g_…`, URL-safe, at most 64 chars).

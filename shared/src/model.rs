@@ -106,10 +106,24 @@ pub struct Sent {
     pub created: bool,
 }
 
+/// What an inbox entry is: a message, or an event about the user's friends and groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    Message,
+    FriendRequest,
+    FriendAdded,
+    FriendRemoved,
+    GroupJoined,
+    GroupLeft,
+    JoinRequest,
+    GroupUpdated,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct SyncEntry {
     pub sync_seq: i64,
-    pub kind: String,
+    pub kind: EntryKind,
     pub conversation_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<Message>,
@@ -136,7 +150,7 @@ pub struct HistoryPage {
 pub struct ConversationSummary {
     pub conversation_id: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: crate::ids::ConvKind,
     pub title: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,

@@ -9,6 +9,7 @@
 pub const SKIP_REASON: &str =
     "set IM_OPENSEARCH_URL (e.g. http://localhost:9200, or a LocalStack or Amazon OpenSearch endpoint) to run it";
 
+pub mod changes;
 pub mod queue;
 pub mod search;
 pub mod tables;

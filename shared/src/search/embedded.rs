@@ -93,7 +93,9 @@ impl Engine {
         for e in docs {
             if e.replace {
                 // The delete applies to documents added before this one. Each commit looks it up
-                // in every segment, so a document known to be new skips it.
+                // in every segment's term dictionary, with every segment opened for it (`Fst::get`
+                // was the indexing thread's top symbol, perf), so a document known to be new
+                // ([`StagedDoc::new`]) skips it.
                 w.w.delete_term(Term::from_field_text(self.f.id, &e.id));
             }
             let mut doc = TantivyDocument::default();

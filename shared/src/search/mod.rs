@@ -114,10 +114,8 @@ pub struct SearchQuery {
     pub after: Option<After>,
 }
 
-/// A document to stage, and whether it is new: no version of it was ever handed to the engine
-/// (indexed or staged), so there is none to replace. Looking for one is, for the embedded
-/// engine, a look-up in every segment's term dictionary at each commit, with every segment
-/// opened for it (`Fst::get` was the indexing thread's top symbol, perf).
+/// A document to stage, and whether it is new: no version of it was ever handed over (indexed
+/// or staged), so there is none to replace, and an engine may skip looking for one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagedDoc {
     pub doc: Doc,
@@ -141,10 +139,9 @@ pub trait Search: Send + Sync + 'static {
     /// Indexes (or re-indexes: by id, idempotently) documents; searchable when this returns.
     async fn index(&self, docs: Vec<Doc>) -> Result<BulkOutcome, SearchError>;
     /// Hands documents over as `index` does, but they may be neither searchable nor durable
-    /// until the next [`Search::commit`] (or `index`) returns. An engine whose commits have a
-    /// fixed cost (the embedded one) takes documents as they come and commits less often.
-    /// One caller stages at a time. By default (OpenSearch, whose bulk requests are durable
-    /// when answered) this is `index`.
+    /// until the next [`Search::commit`] (or `index`) returns: a caller that indexes a stream of
+    /// documents commits less often than it stages, where a commit has a cost of its own.
+    /// One caller stages at a time. By default this is `index`.
     async fn stage(&self, docs: Vec<StagedDoc>) -> Result<BulkOutcome, SearchError> {
         self.index(docs.into_iter().map(|d| d.doc).collect()).await
     }

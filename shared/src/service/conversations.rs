@@ -12,6 +12,7 @@
 //!
 //! Own messages never count, and `read_seq` never moves backwards.
 
+use super::rows::SummaryRow;
 use super::*;
 use crate::ids::ConvKind;
 use crate::model::{ConversationSummary, List, Message};
@@ -20,22 +21,6 @@ use crate::tables::{Cond, Key, KeyVal, Query, TxOp};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::ops::Bound;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SummaryRow {
-    pub user_id: String,
-    pub conversation_id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub peer: Option<String>,
-    pub read_seq: i64,
-    pub counted: i64,
-    pub unread: i64,
-    pub last_message: Option<Message>,
-    /// Sort key of the by_activity index.
-    pub updated_at: i64,
-    pub version: i64,
-}
 
 impl SummaryRow {
     /// The keys of `users`' summaries of `conversation_id`.
@@ -47,7 +32,7 @@ impl SummaryRow {
         SummaryRow {
             user_id: user.to_string(),
             conversation_id: conversation_id.to_string(),
-            kind: if peer.is_some() { "single" } else { "group" }.to_string(),
+            kind: if peer.is_some() { ConvKind::Single } else { ConvKind::Group },
             peer,
             read_seq: seen_up_to,
             counted: seen_up_to,
@@ -83,7 +68,7 @@ impl Service {
         conversation_id: &str,
     ) -> Result<Vec<Option<SummaryRow>>> {
         let keys = SummaryRow::keys(users, conversation_id);
-        self.tables.get_many_stored(&CONVERSATIONS, &keys).await?.into_iter().map(opt_from_item).collect()
+        self.tables.get_many(&CONVERSATIONS, &keys).await?.into_iter().map(opt_from_item).collect()
     }
 
     /// Messages from others with `lo < seq <= hi` in the store.
@@ -93,7 +78,7 @@ impl Service {
         loop {
             let page = self
                 .tables
-                .query_stored(
+                .query(
                     Query::new(&STORE, conversation_id)
                         .range(Bound::Excluded(KeyVal::N(lo)), Bound::Included(KeyVal::N(hi)))
                         .limit(500)
@@ -163,7 +148,7 @@ impl Service {
         let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
         let page = self
             .tables
-            .query_stored(
+            .query(
                 Query::new(&CONVERSATIONS, caller)
                     .index(CONVERSATIONS_BY_ACTIVITY)
                     .backward()
@@ -188,7 +173,7 @@ impl Service {
             timeline_id: String,
             name: Option<String>,
         }
-        for item in self.tables.get_many_stored(&META, &groups).await?.into_iter().flatten() {
+        for item in self.tables.get_many(&META, &groups).await?.into_iter().flatten() {
             if let Named { timeline_id, name: Some(name) } = from_item(item)? {
                 titles.insert(timeline_id, name);
             }

@@ -12,32 +12,17 @@
 //! first job on, the queue holds every page until it is delivered (retried, and dead-lettered
 //! with an alarm if it keeps failing), so an earlier page still in progress then is not lost.
 
-use super::groups::MemberRow;
 use super::inbox::Payload;
-use super::search::IndexJob;
+use super::rows::IndexJob;
+use super::rows::{MemberRow, OUTBOX_SHARDS, OutboxRow};
 use super::*;
 use crate::ids::ConvKind;
-use crate::model::Message;
+use crate::model::{EntryKind, Message};
 use crate::queue::names::FANOUT;
 use crate::schema::{GROUP_RELATIONS, OUTBOX};
-use crate::tables::{Cond, Key, Query, TxOp, Update};
+use crate::tables::{Cond, Query, Update};
 use serde::Deserialize;
 use serde_json::Value;
-
-const OUTBOX_SHARDS: u32 = 8;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct OutboxRow {
-    shard: String,
-    job_id: String,
-    conversation_id: String,
-    seq: i64,
-    created_at: i64,
-    enqueued_at: i64,
-    /// How many times the sweeper re-enqueued it.
-    #[serde(default)]
-    sweeps: u32,
-}
 
 /// Re-enqueues of one unfinished fan-out, at most. A job lost before it reached the queue is
 /// back after the first; one still unfinished after this many is failing, and is in (or on its
@@ -45,39 +30,11 @@ pub(crate) struct OutboxRow {
 /// Its outbox row stays, so the fan-out redriven from the DLQ deletes it when it completes.
 const MAX_SWEEPS: u32 = 5;
 
-impl OutboxRow {
-    fn key_of(conversation_id: &str, seq: i64) -> Key {
-        // FNV-1a: a stable spread of conversations over the shards.
-        let h = conversation_id.bytes().fold(0x811c9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x01000193));
-        Key::pk_sk(format!("p{}", h % OUTBOX_SHARDS), format!("{conversation_id}/{seq:020}"))
-    }
-
-    pub fn for_message(m: &Message) -> Self {
-        let key = Self::key_of(&m.conversation_id, m.seq);
-        let (crate::tables::KeyVal::S(shard), Some(crate::tables::KeyVal::S(job_id))) = (key.pk, key.sk) else {
-            unreachable!("outbox keys are strings")
-        };
-        OutboxRow {
-            shard,
-            job_id,
-            conversation_id: m.conversation_id.clone(),
-            seq: m.seq,
-            created_at: m.send_time,
-            enqueued_at: m.send_time,
-            sweeps: 0,
-        }
-    }
-
-    pub fn insert_op(&self) -> TxOp {
-        TxOp::put(&OUTBOX, to_item(self), Cond::NotExists)
-    }
-}
-
 /// A group event delivered through the queue (e.g. `group_updated`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EventJob {
     pub id: String,
-    pub kind: String,
+    pub kind: EntryKind,
     pub body: Value,
 }
 
@@ -137,21 +94,21 @@ impl Service {
     }
 
     pub(crate) async fn outbox_pending(&self, m: &Message) -> Result<bool> {
-        Ok(self.tables.get_stored(&OUTBOX, &OutboxRow::key_of(&m.conversation_id, m.seq)).await?.is_some())
+        Ok(self.tables.get(&OUTBOX, &OutboxRow::key_of(&m.conversation_id, m.seq)).await?.is_some())
     }
 
     /// Enqueues a group event for every member (best effort: the change it reports is
     /// already committed and visible in the group itself).
-    pub(crate) async fn enqueue_group_event(&self, group_id: &str, kind: &str, body: Value) {
+    pub(crate) async fn enqueue_group_event(&self, group_id: &str, kind: EntryKind, body: Value) {
         let job = FanoutJob {
             v: 1,
             conversation_id: group_id.to_string(),
             seq: None,
-            event: Some(EventJob { id: ulid::Ulid::generate().to_string(), kind: kind.to_string(), body }),
+            event: Some(EventJob { id: ulid::Ulid::generate().to_string(), kind, body }),
             after: None,
         };
         if let Err(e) = self.queue.send_batch(FANOUT, vec![job.to_body()]).await {
-            tracing::warn!(group_id, kind, error = %e, "could not enqueue a group event");
+            tracing::warn!(group_id, ?kind, error = %e, "could not enqueue a group event");
         }
     }
 
@@ -185,7 +142,7 @@ impl Service {
             },
             (None, Some(ev)) => Payload::Event {
                 id: ev.id.clone(),
-                kind: group_event_kind(&ev.kind)?,
+                kind: group_event_kind(ev.kind)?,
                 conversation_id: Some(job.conversation_id.clone()),
                 body: ev.body.clone(),
             },
@@ -193,7 +150,7 @@ impl Service {
         };
         let page = self
             .tables
-            .query_stored(Query::new(&GROUP_RELATIONS, group).limit(self.cfg.fanout_page).cursor(job.after.clone()))
+            .query(Query::new(&GROUP_RELATIONS, group).limit(self.cfg.fanout_page).cursor(job.after.clone()))
             .await?;
         let members: Vec<MemberRow> = page.items.into_iter().map(from_item).collect::<Result<_>>()?;
         // Members who joined after the message was sent see it in history, not in their inbox.
@@ -220,10 +177,8 @@ impl Service {
         for shard in 0..OUTBOX_SHARDS {
             let mut cursor = None;
             loop {
-                let page = self
-                    .tables
-                    .query_stored(Query::new(&OUTBOX, format!("p{shard}")).limit(200).cursor(cursor))
-                    .await?;
+                let page =
+                    self.tables.query(Query::new(&OUTBOX, format!("p{shard}")).limit(200).cursor(cursor)).await?;
                 for item in page.items {
                     let row: OutboxRow = from_item(item)?;
                     if row.enqueued_at > now - self.cfg.outbox_grace_ms || row.sweeps > MAX_SWEEPS {
@@ -265,9 +220,9 @@ impl Service {
 }
 
 /// Group events that may travel through the queue.
-fn group_event_kind(kind: &str) -> Result<&'static str> {
+fn group_event_kind(kind: EntryKind) -> Result<EntryKind> {
     match kind {
-        "group_updated" => Ok("group_updated"),
-        other => Err(Error::Internal(format!("unknown group event {other}"))),
+        EntryKind::GroupUpdated => Ok(kind),
+        other => Err(Error::Internal(format!("{other:?} is not a group event of the queue"))),
     }
 }

@@ -9,7 +9,7 @@ use super::inbox::Payload;
 use super::users::{FRIEND_COUNT, count_down, count_up};
 use super::*;
 use crate::ids::{single_conversation_id, validate_user_id};
-use crate::model::{Friend, FriendRequest, Friendship, List};
+use crate::model::{EntryKind, Friend, FriendRequest, Friendship, List};
 use crate::notify::Notice;
 use crate::schema::{FRIEND_REQUESTS, FRIEND_REQUESTS_OUTGOING, META, USER_RELATIONS};
 use crate::tables::{Cond, Key, Query, TxOp};
@@ -87,7 +87,7 @@ impl Service {
                 created_at: crate::time::now_ms(),
             };
             let event = Payload::event(
-                "friend_request",
+                EntryKind::FriendRequest,
                 None,
                 serde_json::to_value(FriendRequest::from(row.clone())).unwrap_or_default(),
             );
@@ -120,7 +120,7 @@ impl Service {
         let conversation_id = single_conversation_id(caller, from);
         let mut backoff = Backoff::new();
         loop {
-            if self.tables.get_stored(&FRIEND_REQUESTS, &Key::pk_sk(caller, from)).await?.is_none() {
+            if self.tables.get(&FRIEND_REQUESTS, &Key::pk_sk(caller, from)).await?.is_none() {
                 return Err(Error::not_found(format!("no pending friend request from {from}")));
             }
             let since = crate::time::now_ms();
@@ -143,12 +143,10 @@ impl Service {
             let seen_up_to = match self.find_meta(&conversation_id).await? {
                 Some(m) => m.last_seq,
                 None => {
-                    let meta = super::messages::MetaRow {
-                        timeline_id: conversation_id.clone(),
-                        kind: "single".into(),
+                    let meta = super::rows::MetaRow {
                         participants: vec![caller.to_string(), from.to_string()],
                         created_at: since,
-                        ..Default::default()
+                        ..super::rows::MetaRow::new(conversation_id.clone(), crate::ids::ConvKind::Single)
                     };
                     ops.push(TxOp::put(&META, to_item(&meta), Cond::NotExists));
                     0
@@ -158,7 +156,7 @@ impl Service {
             ops.extend(self.new_summary_ops(&people, &conversation_id, seen_up_to).await?);
             let added = |other: &str| {
                 Payload::event(
-                    "friend_added",
+                    EntryKind::FriendAdded,
                     Some(conversation_id.clone()),
                     json!({"user_id": other, "conversation_id": conversation_id, "since": since}),
                 )
@@ -210,7 +208,7 @@ impl Service {
             Direction::Incoming => Query::new(&FRIEND_REQUESTS, caller),
             Direction::Outgoing => Query::new(&FRIEND_REQUESTS, caller).index(FRIEND_REQUESTS_OUTGOING),
         };
-        let page = self.tables.query_stored(q.limit(limit).cursor(cursor)).await?;
+        let page = self.tables.query(q.limit(limit).cursor(cursor)).await?;
         let items =
             page.items.into_iter().map(|i| from_item::<RequestRow>(i).map(Into::into)).collect::<Result<_>>()?;
         Ok(List { items, next_cursor: page.cursor })
@@ -219,7 +217,7 @@ impl Service {
     /// `GET /v1/friends`.
     pub async fn list_friends(&self, caller: &str, limit: Option<i64>, cursor: Option<String>) -> Result<List<Friend>> {
         let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
-        let page = self.tables.query_stored(Query::new(&USER_RELATIONS, caller).limit(limit).cursor(cursor)).await?;
+        let page = self.tables.query(Query::new(&USER_RELATIONS, caller).limit(limit).cursor(cursor)).await?;
         let rows: Vec<RelationRow> = page.items.into_iter().map(from_item).collect::<Result<_>>()?;
         let names = self.names_of(&rows.iter().map(|r| r.sub_user.clone()).collect::<Vec<_>>()).await?;
         let items = rows
@@ -244,7 +242,11 @@ impl Service {
         let mut backoff = Backoff::new();
         loop {
             let removed = |u: &str| {
-                Payload::event("friend_removed", Some(single_conversation_id(caller, other)), json!({"user_id": u}))
+                Payload::event(
+                    EntryKind::FriendRemoved,
+                    Some(single_conversation_id(caller, other)),
+                    json!({"user_id": u}),
+                )
             };
             let mut ops = vec![
                 TxOp::delete(&USER_RELATIONS, Key::pk_sk(caller, other), Cond::Exists),

@@ -5,31 +5,15 @@
 //! announced to them without scanning the members), updated under the row's `version`.
 
 use super::inbox::Payload;
-use super::messages::MetaRow;
+use super::rows::{IndexJob, MemberRow, MetaRow, SummaryRow};
 use super::users::{GROUP_COUNT, count_down, count_up};
 use super::*;
-use crate::ids::{char_len, new_group_id, validate_group_id, validate_user_id};
-use crate::model::{Group, JoinOutcome, JoinPolicy, JoinRequest, List, Member, Role};
+use crate::ids::{ConvKind, char_len, new_group_id, validate_group_id, validate_user_id};
+use crate::model::{EntryKind, Group, JoinOutcome, JoinPolicy, JoinRequest, List, Member, Role};
 use crate::schema::{CONVERSATIONS, GROUP_RELATIONS, GROUP_RELATIONS_BY_USER, JOIN_REQUESTS, META};
 use crate::tables::{Cond, Key, Query, TxOp, Update};
 use serde::Deserialize;
 use serde_json::json;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct MemberRow {
-    pub group_id: String,
-    pub user_id: String,
-    pub role: Role,
-    pub joined_at: i64,
-    /// The group's last seq when the member joined: later messages reach their inbox.
-    pub joined_seq: i64,
-}
-
-impl From<MemberRow> for Member {
-    fn from(m: MemberRow) -> Self {
-        Member { user_id: m.user_id, role: m.role, joined_at: m.joined_at }
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct JoinRequestRow {
@@ -99,13 +83,13 @@ impl Service {
     async fn require_group(&self, group_id: &str) -> Result<MetaRow> {
         validate_group_id(group_id)?;
         match self.find_meta(group_id).await? {
-            Some(m) if m.kind == "group" => Ok(m),
+            Some(m) if m.kind == ConvKind::Group => Ok(m),
             _ => Err(Error::not_found(format!("group {group_id} not found"))),
         }
     }
 
     async fn member_row(&self, group_id: &str, user: &str) -> Result<Option<MemberRow>> {
-        opt_from_item(self.tables.get_stored(&GROUP_RELATIONS, &Key::pk_sk(group_id, user)).await?)
+        opt_from_item(self.tables.get(&GROUP_RELATIONS, &Key::pk_sk(group_id, user)).await?)
     }
 
     /// The caller's membership, if their role is at least `min`; else `403`.
@@ -142,8 +126,8 @@ impl Service {
         ];
         // A stale summary of an earlier membership is replaced: unread starts afresh.
         let stale = self.summaries_of(&[user.to_string()], &meta.timeline_id).await?.remove(0).map(|s| s.version);
-        let summary = super::conversations::SummaryRow::new(user, &meta.timeline_id, None, meta.last_seq, now);
-        ops.push(super::conversations::SummaryRow::write_op(summary, stale));
+        let summary = SummaryRow::new(user, &meta.timeline_id, None, meta.last_seq, now);
+        ops.push(SummaryRow::write_op(summary, stale));
         Ok((row, ops))
     }
 
@@ -168,7 +152,7 @@ impl Service {
     /// Best effort: the group is committed; if its index job is lost, `im-server reindex`
     /// rebuilds the index from the tables.
     async fn index_group(&self, group_id: &str) {
-        if let Err(e) = self.enqueue_index(&[super::search::IndexJob::group(group_id)]).await {
+        if let Err(e) = self.enqueue_index(&[IndexJob::group(group_id)]).await {
             tracing::warn!(group_id, error = %e, "could not enqueue the group's index job");
         }
     }
@@ -211,15 +195,13 @@ impl Service {
         let now = crate::time::now_ms();
         let group_id = new_group_id();
         let meta = MetaRow {
-            timeline_id: group_id.clone(),
-            kind: "group".into(),
             name: Some(input.name),
             description: Some(input.description.unwrap_or_default()),
             owner: Some(caller.into()),
             join_policy: Some(input.join_policy),
             member_count: members.len() as i64 + 1,
             created_at: now,
-            ..Default::default()
+            ..MetaRow::new(group_id.clone(), ConvKind::Group)
         };
         let mut ops = vec![TxOp::put(&META, to_item(&meta), Cond::NotExists)];
         let everyone: Vec<String> = std::iter::once(caller.to_string()).chain(members.iter().cloned()).collect();
@@ -230,8 +212,8 @@ impl Service {
             let row =
                 MemberRow { group_id: group_id.clone(), user_id: user.clone(), role, joined_at: now, joined_seq: 0 };
             ops.push(TxOp::put(&GROUP_RELATIONS, to_item(&row), Cond::NotExists));
-            let summary = super::conversations::SummaryRow::new(user, &group_id, None, 0, now);
-            ops.push(super::conversations::SummaryRow::write_op(summary, None));
+            let summary = SummaryRow::new(user, &group_id, None, 0, now);
+            ops.push(SummaryRow::write_op(summary, None));
             counted.insert(ops.len(), user);
             ops.push(count_up(user, GROUP_COUNT, self.cfg.max_groups_per_user));
         }
@@ -243,8 +225,11 @@ impl Service {
         }
         tracing::info!(group_id, owner = caller, members = everyone.len(), "group created");
         self.index_group(&group_id).await;
-        self.notify(&everyone, Payload::event("group_joined", Some(group_id.clone()), json!({"group_id": group_id})))
-            .await;
+        self.notify(
+            &everyone,
+            Payload::event(EntryKind::GroupJoined, Some(group_id.clone()), json!({"group_id": group_id})),
+        )
+        .await;
         Ok(group_view(meta))
     }
 
@@ -293,7 +278,7 @@ impl Service {
                     if input.name.is_some() {
                         self.index_group(group_id).await;
                     }
-                    self.enqueue_group_event(group_id, "group_updated", json!({"group": group})).await;
+                    self.enqueue_group_event(group_id, EntryKind::GroupUpdated, json!({"group": group})).await;
                     return Ok(group);
                 }
                 Err(e) if e.is_conflict() => backoff.wait("group update").await?,
@@ -336,7 +321,7 @@ impl Service {
                 self.notify(
                     &deciders,
                     Payload::event(
-                        "join_request",
+                        EntryKind::JoinRequest,
                         Some(group_id.into()),
                         serde_json::to_value(&request).unwrap_or_default(),
                     ),
@@ -363,7 +348,7 @@ impl Service {
                     tracing::info!(group_id, user, "member joined");
                     self.notify(
                         &[user.to_string()],
-                        Payload::event("group_joined", Some(group_id.into()), json!({"group_id": group_id})),
+                        Payload::event(EntryKind::GroupJoined, Some(group_id.into()), json!({"group_id": group_id})),
                     )
                     .await;
                     return Ok(row.into());
@@ -404,7 +389,7 @@ impl Service {
         let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
         self.require_group(group_id).await?;
         self.require_role(group_id, caller, Role::Admin).await?;
-        let page = self.tables.query_stored(Query::new(&JOIN_REQUESTS, group_id).limit(limit).cursor(cursor)).await?;
+        let page = self.tables.query(Query::new(&JOIN_REQUESTS, group_id).limit(limit).cursor(cursor)).await?;
         let items =
             page.items.into_iter().map(|i| from_item::<JoinRequestRow>(i).map(Into::into)).collect::<Result<_>>()?;
         Ok(List { items, next_cursor: page.cursor })
@@ -415,7 +400,7 @@ impl Service {
         validate_user_id(user)?;
         self.require_group(group_id).await?;
         self.require_role(group_id, caller, Role::Admin).await?;
-        if self.tables.get_stored(&JOIN_REQUESTS, &Key::pk_sk(group_id, user)).await?.is_none() {
+        if self.tables.get(&JOIN_REQUESTS, &Key::pk_sk(group_id, user)).await?.is_none() {
             return Err(Error::not_found(format!("no pending join request from {user}")));
         }
         self.admit(group_id, user, Some(())).await
@@ -454,7 +439,7 @@ impl Service {
                     self.notify(
                         &[user.to_string()],
                         Payload::event(
-                            "group_left",
+                            EntryKind::GroupLeft,
                             Some(group_id.into()),
                             json!({"group_id": group_id, "reason": reason}),
                         ),
@@ -547,7 +532,7 @@ impl Service {
         let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
         self.require_group(group_id).await?;
         self.require_role(group_id, caller, Role::Member).await?;
-        let page = self.tables.query_stored(Query::new(&GROUP_RELATIONS, group_id).limit(limit).cursor(cursor)).await?;
+        let page = self.tables.query(Query::new(&GROUP_RELATIONS, group_id).limit(limit).cursor(cursor)).await?;
         let items = page.items.into_iter().map(|i| from_item::<MemberRow>(i).map(Into::into)).collect::<Result<_>>()?;
         Ok(List { items, next_cursor: page.cursor })
     }
@@ -557,9 +542,7 @@ impl Service {
         let limit = page_limit(limit, limits::LIST.0, limits::LIST.1)?;
         let page = self
             .tables
-            .query_stored(
-                Query::new(&GROUP_RELATIONS, caller).index(GROUP_RELATIONS_BY_USER).limit(limit).cursor(cursor),
-            )
+            .query(Query::new(&GROUP_RELATIONS, caller).index(GROUP_RELATIONS_BY_USER).limit(limit).cursor(cursor))
             .await?;
         #[derive(Deserialize)]
         struct Membership {
@@ -575,7 +558,7 @@ impl Service {
     pub(crate) async fn groups_by_id(&self, ids: &[&str]) -> Result<Vec<Group>> {
         let keys: Vec<Key> = ids.iter().map(|id| Key::pk(*id)).collect();
         self.tables
-            .get_many_stored(&META, &keys)
+            .get_many(&META, &keys)
             .await?
             .into_iter()
             .flatten()

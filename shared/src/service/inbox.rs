@@ -17,10 +17,10 @@
 //! counter what keeps entries dense and ordered; dropping either for a cheaper single-item
 //! write would open a window in which a crash duplicates or loses an entry.
 
-use super::conversations::SummaryRow;
+use super::rows::SummaryRow;
 use super::*;
 use crate::ids::{ConvKind, parse_conversation_id};
-use crate::model::{Message, SyncEntry, SyncPage};
+use crate::model::{EntryKind, Message, SyncEntry, SyncPage};
 use crate::notify::Notice;
 use crate::schema::{CONVERSATIONS, DELIVERIES, GROUP_RELATIONS, INBOXES, SYNC};
 use crate::tables::{Cond, Key, KeyVal, Query, TxOp, Update};
@@ -39,7 +39,7 @@ pub(crate) struct InboxRow {
 pub(crate) struct EntryRow {
     pub user_id: String,
     pub sync_seq: i64,
-    pub kind: String,
+    pub kind: EntryKind,
     pub conversation_id: Option<String>,
     pub message: Option<Message>,
     pub event: Option<Value>,
@@ -58,11 +58,11 @@ struct MarkerRow {
 #[derive(Debug, Clone)]
 pub(crate) enum Payload {
     Message(Message),
-    Event { id: String, kind: &'static str, conversation_id: Option<String>, body: Value },
+    Event { id: String, kind: EntryKind, conversation_id: Option<String>, body: Value },
 }
 
 impl Payload {
-    pub fn event(kind: &'static str, conversation_id: Option<String>, body: Value) -> Self {
+    pub fn event(kind: EntryKind, conversation_id: Option<String>, body: Value) -> Self {
         Payload::Event { id: ulid::Ulid::generate().to_string(), kind, conversation_id, body }
     }
 
@@ -122,7 +122,7 @@ impl Service {
             Payload::Message(m) => EntryRow {
                 user_id: user.to_string(),
                 sync_seq: n + 1,
-                kind: "message".into(),
+                kind: EntryKind::Message,
                 conversation_id: Some(m.conversation_id.clone()),
                 message: Some(m.clone()),
                 event: None,
@@ -131,7 +131,7 @@ impl Service {
             Payload::Event { kind, conversation_id, body, .. } => EntryRow {
                 user_id: user.to_string(),
                 sync_seq: n + 1,
-                kind: kind.to_string(),
+                kind: *kind,
                 conversation_id: conversation_id.clone(),
                 message: None,
                 event: Some(body.clone()),
@@ -148,7 +148,7 @@ impl Service {
     }
 
     pub(crate) async fn inbox_counters(&self, users: &[String]) -> Result<Vec<Option<InboxRow>>> {
-        let rows = self.tables.get_many_stored(&INBOXES, &counter_keys(users)).await?;
+        let rows = self.tables.get_many(&INBOXES, &counter_keys(users)).await?;
         rows.into_iter().map(opt_from_item).collect()
     }
 
@@ -163,7 +163,7 @@ impl Service {
         let counters = counter_keys(users).into_iter().map(|k| (&INBOXES, k));
         let summaries = SummaryRow::keys(users, conversation_id).into_iter().map(|k| (&CONVERSATIONS, k));
         let keys: Vec<_> = counters.chain(summaries).collect();
-        let mut rows = self.tables.get_batch_stored(&keys).await?;
+        let mut rows = self.tables.get_batch(&keys).await?;
         let summaries = rows.split_off(users.len()).into_iter().map(opt_from_item).collect::<Result<_>>()?;
         let counters = rows.into_iter().map(opt_from_item).collect::<Result<_>>()?;
         Ok((counters, summaries))
@@ -198,12 +198,12 @@ impl Service {
         while !pending.is_empty() {
             if read_markers {
                 let keys: Vec<Key> = pending.iter().map(|u| Key::pk_sk(u.as_str(), delivery_id.as_str())).collect();
-                let markers = self.tables.get_many_stored(&DELIVERIES, &keys).await?;
+                let markers = self.tables.get_many(&DELIVERIES, &keys).await?;
                 pending = pending.into_iter().zip(markers).filter(|(_, m)| m.is_none()).map(|(u, _)| u).collect();
             }
             if let Some(group) = member_check {
                 let keys: Vec<Key> = pending.iter().map(|u| Key::pk_sk(group, u.as_str())).collect();
-                let rows = self.tables.get_many_stored(&GROUP_RELATIONS, &keys).await?;
+                let rows = self.tables.get_many(&GROUP_RELATIONS, &keys).await?;
                 pending = pending.into_iter().zip(rows).filter(|(_, m)| m.is_some()).map(|(u, _)| u).collect();
             }
             let mut summaries = match payload {
@@ -323,7 +323,7 @@ impl Service {
         }
         let page = self
             .tables
-            .query_stored(
+            .query(
                 Query::new(&SYNC, caller)
                     .range(Bound::Excluded(KeyVal::N(after)), Bound::Included(KeyVal::N(mark)))
                     .limit(limit),

@@ -8,45 +8,16 @@
 //! Where search is fed by index jobs, a single chat's transaction writes the outbox row too:
 //! it stays until the message's index job is in the queue.
 
-use super::fanout::OutboxRow;
 use super::inbox::Payload;
+use super::rows::{MetaRow, OutboxRow};
 use super::*;
 use crate::ids::{ConvKind, char_len};
-use crate::model::{HistoryPage, JoinPolicy, Message, Sent};
+use crate::model::{HistoryPage, Message, Sent};
 use crate::schema::{GROUP_RELATIONS, META, SENDS, STORE, USER_RELATIONS};
 use crate::tables::{Cond, Key, KeyVal, Query, TxOp, Update};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::ops::Bound;
-
-/// A conversation's row in the meta table. Groups carry their profile; every conversation
-/// carries `last_seq`, the counter its messages are numbered by.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub(crate) struct MetaRow {
-    pub timeline_id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub last_seq: i64,
-    #[serde(default)]
-    pub participants: Vec<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub owner: Option<String>,
-    #[serde(default)]
-    pub join_policy: Option<JoinPolicy>,
-    #[serde(default)]
-    pub member_count: i64,
-    #[serde(default)]
-    pub admins: Vec<String>,
-    #[serde(default)]
-    pub created_at: i64,
-    #[serde(default)]
-    pub version: i64,
-}
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 pub struct SendInput {
@@ -70,7 +41,7 @@ struct SendRow {
 
 impl Service {
     pub(crate) async fn find_meta(&self, conversation_id: &str) -> Result<Option<MetaRow>> {
-        opt_from_item(self.tables.get_stored(&META, &Key::pk(conversation_id)).await?)
+        opt_from_item(self.tables.get(&META, &Key::pk(conversation_id)).await?)
     }
 
     pub(crate) async fn require_meta(&self, conversation_id: &str) -> Result<MetaRow> {
@@ -85,7 +56,7 @@ impl Service {
     }
 
     pub(crate) async fn is_member(&self, group_id: &str, user: &str) -> Result<bool> {
-        Ok(self.tables.get_stored(&GROUP_RELATIONS, &Key::pk_sk(group_id, user)).await?.is_some())
+        Ok(self.tables.get(&GROUP_RELATIONS, &Key::pk_sk(group_id, user)).await?.is_some())
     }
 
     /// Participants of a single chat and current members of a group may read it.
@@ -223,7 +194,7 @@ impl Service {
 
     async fn sent_seq(&self, conversation_id: &str, send_key: &str) -> Result<Option<i64>> {
         let row: Option<SendRow> =
-            opt_from_item(self.tables.get_stored(&SENDS, &Key::pk_sk(conversation_id, send_key)).await?)?;
+            opt_from_item(self.tables.get(&SENDS, &Key::pk_sk(conversation_id, send_key)).await?)?;
         Ok(row.map(|r| r.seq))
     }
 
@@ -241,7 +212,7 @@ impl Service {
     }
 
     pub(crate) async fn message_at(&self, conversation_id: &str, seq: i64) -> Result<Option<Message>> {
-        opt_from_item(self.tables.get_stored(&STORE, &Key::pk_sk(conversation_id, seq)).await?)
+        opt_from_item(self.tables.get(&STORE, &Key::pk_sk(conversation_id, seq)).await?)
     }
 
     /// `GET /v1/conversations/{id}/messages`: newest first, before `before`.
@@ -264,7 +235,7 @@ impl Service {
         }
         let page = self
             .tables
-            .query_stored(
+            .query(
                 Query::new(&STORE, conversation_id)
                     .range(Bound::Included(KeyVal::N(1)), Bound::Included(KeyVal::N(upper)))
                     .backward()

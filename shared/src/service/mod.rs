@@ -23,6 +23,7 @@ pub mod groups;
 mod inbox;
 pub mod messages;
 pub mod ratelimit;
+mod rows;
 pub mod search;
 pub mod users;
 pub mod worker;

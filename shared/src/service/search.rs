@@ -13,9 +13,10 @@
 //! (which join and leave change in the same transaction as the membership), and handed to the
 //! engine as a filter, so a member who left stops finding a group's messages at once.
 
-use super::messages::MetaRow;
+pub use super::rows::IndexJob;
+use super::rows::MetaRow;
 use super::*;
-use crate::ids::char_len;
+use crate::ids::{ConvKind, char_len};
 use crate::model::{Group, List, Message};
 use crate::queue::names::INDEX;
 use crate::schema::{CONVERSATIONS, META, STORE};
@@ -25,81 +26,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::Deserialize;
 
-/// The index job's wire format (version 1).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum IndexJob {
-    Message {
-        v: u32,
-        conversation_id: String,
-        seq: i64,
-        /// See [`IndexJob::created`].
-        #[serde(default, skip_serializing_if = "is_false")]
-        created: bool,
-    },
-    Group {
-        v: u32,
-        group_id: String,
-        #[serde(default, skip_serializing_if = "is_false")]
-        created: bool,
-    },
-}
-
-fn is_false(b: &bool) -> bool {
-    !b
-}
-
-impl IndexJob {
-    pub fn message(conversation_id: &str, seq: i64) -> Self {
-        IndexJob::Message { v: 1, conversation_id: conversation_id.into(), seq, created: false }
-    }
-    pub fn group(group_id: &str) -> Self {
-        IndexJob::Group { v: 1, group_id: group_id.into(), created: false }
-    }
-
-    /// Whether the job is for the change that created its row (an older job, or one written
-    /// before the flag existed, says no). Rows are created once (ids and seqs are never
-    /// reused), so no other job for the same document comes before it.
-    pub fn created(&self) -> bool {
-        match self {
-            IndexJob::Message { created, .. } | IndexJob::Group { created, .. } => *created,
-        }
-    }
-
-    /// Stops the job claiming to be the first for its document: its record may have been read
-    /// before (see `Service::run_change_feed`), after a failure or a restart.
-    pub fn again(&mut self) {
-        match self {
-            IndexJob::Message { created, .. } | IndexJob::Group { created, .. } => *created = false,
-        }
-    }
-
-    /// The job that a change to a row of `table` calls for, given the row's images before and
-    /// after (on AWS the store and meta tables' streams feed the indexer this way, instead of
-    /// index jobs): a new or changed message, or a group whose indexed fields changed. A meta
-    /// row also changes with every message sent (its `last_seq`), and a single chat's meta row
-    /// is never indexed, so those give `None`, as do deletions.
-    pub fn for_change(table: &str, old: Option<&Item>, new: Option<&Item>) -> Option<IndexJob> {
-        let new = new?;
-        let text = |i: &Item, f: &str| i.get(f).and_then(|v| v.as_str()).map(String::from);
-        let created = old.is_none();
-        if table == STORE.name {
-            let (conversation_id, seq) = (text(new, "timeline_id")?, new.get("seq")?.as_i64()?);
-            return Some(IndexJob::Message { v: 1, conversation_id, seq, created });
-        }
-        if table != META.name || text(new, "type").as_deref() != Some("group") {
-            return None;
-        }
-        let indexed = |i: &Item| (text(i, "name"), i.get("created_at").and_then(|v| v.as_i64()));
-        match old {
-            Some(old) if indexed(old) == indexed(new) => None,
-            _ => Some(IndexJob::Group { v: 1, group_id: text(new, "timeline_id")?, created }),
-        }
-    }
-}
-
-/// The embedded tables' change feed filter: the index job a change calls for, as its body.
-#[cfg(feature = "embedded")]
+/// The index job a change to a row of `table` calls for, as the body of its change feed record:
+/// the filter the tables' change feed is opened with (`RedbTables::with_change_feed`).
 pub fn index_job_of_change(table: &crate::schema::TableDef, old: Option<&Item>, new: Option<&Item>) -> Option<String> {
     IndexJob::for_change(table.name, old, new).map(|j| serde_json::to_string(&j).expect("jobs serialize"))
 }
@@ -111,7 +39,6 @@ pub(crate) enum Apply {
     Commit,
     /// Left to the next `commit`: for the change feed, whose records are forgotten after it.
     /// A job [`IndexJob::created`] stages its document as new.
-    #[cfg(feature = "embedded")]
     Stage,
 }
 
@@ -190,7 +117,6 @@ impl Service {
         let ready = jobs.iter().zip(&docs).filter_map(|(j, d)| Some((j.as_ref().ok()?, d.as_ref().ok()?.clone())));
         let outcome = match apply {
             Apply::Commit => self.search.index(ready.map(|(_, doc)| doc).collect()).await,
-            #[cfg(feature = "embedded")]
             Apply::Stage => {
                 self.search
                     .stage(ready.map(|(j, doc)| crate::search::StagedDoc { doc, new: j.created() }).collect())
@@ -244,8 +170,8 @@ impl Service {
                 IndexJob::Group { group_id, .. } => group_keys.push(Key::pk(group_id.as_str())),
             }
         }
-        let mut messages = self.tables.get_many_stored(&STORE, &message_keys).await?.into_iter();
-        let mut groups = self.tables.get_many_stored(&META, &group_keys).await?.into_iter();
+        let mut messages = self.tables.get_many(&STORE, &message_keys).await?.into_iter();
+        let mut groups = self.tables.get_many(&META, &group_keys).await?.into_iter();
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
             out.push(match job {
@@ -281,7 +207,7 @@ impl Service {
         let mut out = Vec::new();
         let mut cursor = None;
         loop {
-            let page = self.tables.query_stored(Query::new(&CONVERSATIONS, caller).limit(1000).cursor(cursor)).await?;
+            let page = self.tables.query(Query::new(&CONVERSATIONS, caller).limit(1000).cursor(cursor)).await?;
             #[derive(Deserialize)]
             struct Summary {
                 conversation_id: String,
@@ -321,14 +247,8 @@ impl Service {
             .iter()
             .filter_map(|h| h.id.rsplit_once('/').and_then(|(c, s)| Some(Key::pk_sk(c, s.parse::<i64>().ok()?))))
             .collect();
-        let items = self
-            .tables
-            .get_many_stored(&STORE, &keys)
-            .await?
-            .into_iter()
-            .flatten()
-            .map(from_item)
-            .collect::<Result<_>>()?;
+        let items =
+            self.tables.get_many(&STORE, &keys).await?.into_iter().flatten().map(from_item).collect::<Result<_>>()?;
         Ok(List { items, next_cursor: hits.next.map(encode_cursor) })
     }
 
@@ -357,7 +277,7 @@ impl Service {
             let page = self.tables.scan(&META, 200, cursor).await?;
             for item in page.items {
                 let meta: MetaRow = from_item(item)?;
-                if meta.kind == "group" {
+                if meta.kind == ConvKind::Group {
                     let doc = Doc::Group(GroupDoc {
                         group_id: meta.timeline_id.clone(),
                         name: meta.name.clone().unwrap_or_default(),
@@ -381,7 +301,7 @@ impl Service {
         let mut n = 0;
         let mut cursor = None;
         loop {
-            let page = self.tables.query_stored(Query::new(&STORE, conversation_id).limit(500).cursor(cursor)).await?;
+            let page = self.tables.query(Query::new(&STORE, conversation_id).limit(500).cursor(cursor)).await?;
             let docs: Vec<Doc> = page
                 .items
                 .into_iter()

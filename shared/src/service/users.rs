@@ -86,7 +86,7 @@ impl Service {
     }
 
     pub(crate) async fn find_user(&self, user_id: &str) -> Result<Option<User>> {
-        opt_from_item(self.tables.get_stored(&USERS, &Key::pk(user_id)).await?)
+        opt_from_item(self.tables.get(&USERS, &Key::pk(user_id)).await?)
     }
 
     /// The user's profile, or `404` naming them.
@@ -103,7 +103,7 @@ impl Service {
     pub(crate) async fn names_of(&self, ids: &[String]) -> Result<std::collections::HashMap<String, String>> {
         let keys: Vec<Key> = ids.iter().map(|i| Key::pk(i.as_str())).collect();
         let mut out = std::collections::HashMap::new();
-        for item in self.tables.get_many_stored(&USERS, &keys).await?.into_iter().flatten() {
+        for item in self.tables.get_many(&USERS, &keys).await?.into_iter().flatten() {
             let u: User = from_item(item)?;
             out.insert(u.user_id, u.name);
         }

@@ -4,6 +4,7 @@
 //! waits for an operator (`im-server redrive`).
 
 use super::*;
+use crate::changes::{Change, ChangeFeed};
 use crate::queue::Delivery;
 use crate::queue::names::{FANOUT, INDEX};
 use std::time::Instant;
@@ -55,12 +56,10 @@ impl Worker {
 /// Changes the local server's indexer takes from the change feed at once. Unlike a queue's
 /// receive, reading the feed charges nothing to a job, so a batch may hold all that a busy
 /// second brings.
-#[cfg(feature = "embedded")]
 const CHANGE_FEED_BATCH: usize = 10_000;
 
 /// Documents staged since the last search commit that mean the server is busy (a thousand
 /// messages a second or more): the next commit then waits for [`BUSY_COMMIT_EVERY`].
-#[cfg(feature = "embedded")]
 const BUSY_COMMIT: usize = 1000;
 
 /// The least time between search commits while busy. A search commit has a fixed cost (a new
@@ -69,13 +68,11 @@ const BUSY_COMMIT: usize = 1000;
 /// messages each, indexing could not keep up with 6,000 sends a second, and was a tenth of the
 /// server's CPU samples (perf, im-bench send at 64 clients). A second is also OpenSearch's
 /// refresh interval, the bound the API gives for search on AWS.
-#[cfg(feature = "embedded")]
 const BUSY_COMMIT_EVERY: Duration = Duration::from_secs(1);
 
 /// Whether the change feed's indexer commits now, with `staged` documents staged since the last
 /// commit, `since` ago. Below a thousand messages a second every round commits, so results are
 /// as fresh as the index worker's pace.
-#[cfg(feature = "embedded")]
 fn commit_due(staged: usize, since: Duration) -> bool {
     staged < BUSY_COMMIT || since >= BUSY_COMMIT_EVERY
 }
@@ -186,7 +183,6 @@ impl Service {
 
 /// The change feed records staged in the search index and not yet committed: read on past
 /// them, and forgotten once a commit makes them durable.
-#[cfg(feature = "embedded")]
 struct Staged {
     positions: Vec<u64>,
     committed: Instant,
@@ -201,7 +197,6 @@ struct Staged {
     seen_until: Option<u64>,
 }
 
-#[cfg(feature = "embedded")]
 impl Staged {
     /// Where the next read starts: after the last staged record, or at the oldest record.
     fn after(&self) -> Option<u64> {
@@ -225,24 +220,19 @@ impl Staged {
     }
 }
 
-#[cfg(feature = "embedded")]
 impl Service {
-    /// Feeds the search index from the embedded tables' change feed until `stop` is set, as the
-    /// tables' streams feed it on AWS. At the index worker's pace it reads the records (index
+    /// Feeds the search index from the tables' change feed until `stop` is set, as the tables'
+    /// streams feed it on AWS. At the index worker's pace it reads the records (index
     /// jobs) after those already staged and stages their documents, so tantivy indexes them as
     /// they come; a commit, every round when idle and once a second when busy
     /// ([`commit_due`]), makes them durable and searchable, and then they are forgotten. A job
     /// that fails goes to the index queue, whose worker retries it with backoff and
     /// dead-letters it if it keeps failing. Whatever else fails (that send, the commit, the
     /// forget), the records stay in the feed and are read again from the oldest.
-    pub async fn run_change_feed(
-        self: Arc<Self>,
-        tables: crate::tables::embedded::RedbTables,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    pub async fn run_change_feed(self: Arc<Self>, feed: Arc<dyn ChangeFeed>, mut stop: watch::Receiver<bool>) {
         const IDLE: Duration = Duration::from_millis(50);
         let seen_until = loop {
-            match tables.last_change().await {
+            match feed.last_change().await {
                 Ok(last) => break last,
                 Err(e) => tracing::warn!(error = %e, "could not read the change feed; retrying"),
             }
@@ -254,15 +244,15 @@ impl Service {
         let mut staged = Staged { positions: Vec::new(), committed: Instant::now(), seen_until };
         while !*stop.borrow() {
             let started = Instant::now();
-            let pause = match tables.changes(staged.after(), CHANGE_FEED_BATCH).await {
+            let pause = match feed.changes(staged.after(), CHANGE_FEED_BATCH).await {
                 Ok(batch) if batch.is_empty() => {
-                    self.commit_changes(&tables, &mut staged).await;
+                    self.commit_changes(feed.as_ref(), &mut staged).await;
                     IDLE
                 }
                 Ok(batch) => {
-                    self.stage_changes(&tables, &mut staged, batch).await;
+                    self.stage_changes(feed.as_ref(), &mut staged, batch).await;
                     if commit_due(staged.positions.len(), staged.committed.elapsed()) {
-                        self.commit_changes(&tables, &mut staged).await;
+                        self.commit_changes(feed.as_ref(), &mut staged).await;
                     }
                     Worker::Index.pace().saturating_sub(started.elapsed())
                 }
@@ -277,15 +267,10 @@ impl Service {
             }
         }
         // What is staged is committed and forgotten, so a restart has nothing to index again.
-        self.commit_changes(&tables, &mut staged).await;
+        self.commit_changes(feed.as_ref(), &mut staged).await;
     }
 
-    async fn stage_changes(
-        &self,
-        tables: &crate::tables::embedded::RedbTables,
-        staged: &mut Staged,
-        batch: Vec<(u64, String)>,
-    ) {
+    async fn stage_changes(&self, feed: &dyn ChangeFeed, staged: &mut Staged, batch: Vec<Change>) {
         let bodies: Vec<&str> = batch.iter().map(|(_, b)| b.as_str()).collect();
         let mut jobs = super::search::parse_jobs(&bodies).await;
         for ((position, _), job) in batch.iter().zip(&mut jobs) {
@@ -315,7 +300,7 @@ impl Service {
             }
             // The queue has them now: forgotten at once, not at the next search commit, which
             // may fail too (search down) and have the whole batch read and queued again each round.
-            Ok(()) => match tables.forget_changes(failed_at).await {
+            Ok(()) => match feed.forget_changes(failed_at).await {
                 Err(e) => {
                     tracing::warn!(error = %e, "could not forget queued index jobs; they will be queued again (harmlessly)");
                     false
@@ -332,14 +317,14 @@ impl Service {
         }
     }
 
-    async fn commit_changes(&self, tables: &crate::tables::embedded::RedbTables, staged: &mut Staged) {
+    async fn commit_changes(&self, feed: &dyn ChangeFeed, staged: &mut Staged) {
         if staged.positions.is_empty() {
             return;
         }
         if let Err(e) = self.search.commit().await {
             tracing::warn!(error = %e, "could not commit the search index; its changes will be indexed again");
             staged.reset();
-        } else if let Err(e) = tables.forget_changes(staged.positions.clone()).await {
+        } else if let Err(e) = feed.forget_changes(staged.positions.clone()).await {
             tracing::warn!(error = %e, "could not forget indexed changes; they will be indexed again");
             staged.reset();
         } else {
@@ -348,7 +333,7 @@ impl Service {
     }
 }
 
-#[cfg(all(test, feature = "embedded"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -397,7 +397,7 @@ fn inclusive(b: &Bound<KeyVal>, lower: bool) -> (Option<KeyVal>, Option<KeyVal>)
 
 #[async_trait]
 impl Tables for DynamoTables {
-    async fn get(&self, table: &'static TableDef, key: &Key) -> Result<Option<Item>, StoreError> {
+    async fn get(&self, table: &'static TableDef, key: &Key) -> Result<Option<Stored>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -407,10 +407,10 @@ impl Tables for DynamoTables {
             .send()
             .await
             .map_err(map_err)?;
-        out.item.map(from_attrs).transpose()
+        Ok(out.item.map(from_attrs).transpose()?.map(Stored::Item))
     }
 
-    async fn get_batch(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Item>>, StoreError> {
+    async fn get_batch(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Stored>>, StoreError> {
         // An item's identity in this batch: its table and its key attributes.
         let ident = |table: &TableDef, attrs: &Attrs| -> String {
             let mut v = vec![table.name.to_string(), format!("{:?}", attrs.get(table.pk.name))];
@@ -465,7 +465,7 @@ impl Tables for DynamoTables {
                 pause(attempt).await;
             }
         }
-        Ok(keys.iter().map(|(t, k)| found.get(&ident(t, &key_attrs(t, k))).cloned()).collect())
+        Ok(keys.iter().map(|(t, k)| found.get(&ident(t, &key_attrs(t, k))).cloned().map(Stored::Item)).collect())
     }
 
     async fn put(&self, table: &'static TableDef, item: Item, cond: Cond) -> Result<(), StoreError> {
@@ -528,7 +528,7 @@ impl Tables for DynamoTables {
         from_attrs(out.attributes.unwrap_or_default())
     }
 
-    async fn query(&self, q: Query) -> Result<Page, StoreError> {
+    async fn query(&self, q: Query) -> Result<Page<Stored>, StoreError> {
         let index = q.index_def()?;
         let table = q.table;
         let pk_attr = index.map_or(table.pk, |i| i.pk);
@@ -598,7 +598,7 @@ impl Tables for DynamoTables {
         } else {
             None
         };
-        Ok(Page { items, cursor })
+        Ok(Page { items: items.into_iter().map(Stored::Item).collect(), cursor })
     }
 
     async fn batch_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {

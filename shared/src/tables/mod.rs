@@ -299,13 +299,14 @@ impl<T> Default for Page<T> {
     }
 }
 
-/// An item as an adapter read it, for a caller that decodes it into a row type: the embedded
-/// adapter's stored JSON, not yet parsed, or an item already built (DynamoDB's attribute maps
-/// become one as they arrive). Parsing stored JSON straight into a row skips building a map
-/// only to take it apart again, which was most of a sync page's CPU.
+/// An item as a read returns it: the caller decodes it into a row type ([`Stored::decode`]) or
+/// takes it as an item ([`Stored::into_item`]). An adapter hands over what it has, the item as
+/// JSON text or the item itself; decoding the text straight into a row type skips building a
+/// map only to take it apart again, which was most of a sync page's CPU.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stored {
-    Json(Vec<u8>),
+    /// The item, encoded as a JSON object.
+    Encoded(Vec<u8>),
     Item(Item),
 }
 
@@ -319,7 +320,7 @@ impl Stored {
     /// The item as a row type (attributes it does not name are ignored, as with an item).
     pub fn decode<T: DeserializeOwned>(self) -> Result<T, StoreError> {
         let decoded = match self {
-            Stored::Json(bytes) => serde_json::from_slice(&bytes),
+            Stored::Encoded(bytes) => serde_json::from_slice(&bytes),
             Stored::Item(item) => serde_json::from_value(Value::Object(item)),
         };
         decoded.map_err(|e| StoreError::Internal(format!("malformed row: {e}")))
@@ -353,14 +354,17 @@ impl StoreError {
 
 /// The port. Every read is strongly consistent on the base table (index queries may lag on
 /// DynamoDB, as global secondary indexes do).
+/// The port. Every read is strongly consistent on the base table (index queries may lag on
+/// DynamoDB, as global secondary indexes do). Reads return [`Stored`] items, for the caller to
+/// decode.
 #[async_trait]
 pub trait Tables: Send + Sync + 'static {
-    async fn get(&self, table: &'static TableDef, key: &Key) -> Result<Option<Item>, StoreError>;
+    async fn get(&self, table: &'static TableDef, key: &Key) -> Result<Option<Stored>, StoreError>;
     /// Gets items of any tables at once (DynamoDB's BatchGetItem: one request per 100 keys, not
     /// one per table); the answer is in the order of `keys`.
-    async fn get_batch(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Item>>, StoreError>;
+    async fn get_batch(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Stored>>, StoreError>;
     /// Gets many items of one table; the answer is in the order of `keys`.
-    async fn get_many(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Item>>, StoreError> {
+    async fn get_many(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Stored>>, StoreError> {
         self.get_batch(&of_table(table, keys)).await
     }
     async fn put(&self, table: &'static TableDef, item: Item, cond: Cond) -> Result<(), StoreError>;
@@ -369,30 +373,13 @@ pub trait Tables: Send + Sync + 'static {
     /// Updates (or creates) an item, returning it as it is after the update.
     async fn update(&self, table: &'static TableDef, key: &Key, update: Update, cond: Cond)
     -> Result<Item, StoreError>;
-    async fn query(&self, query: Query) -> Result<Page, StoreError>;
+    async fn query(&self, query: Query) -> Result<Page<Stored>, StoreError>;
     async fn batch_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError>;
     /// Every item of a table, a page at a time, in no particular order (DynamoDB's Scan): for
     /// offline jobs such as rebuilding the search indexes, never for requests.
     async fn scan(&self, table: &'static TableDef, limit: usize, cursor: Option<String>) -> Result<Page, StoreError>;
     /// Applies every op or none. At most [`MAX_TX_OPS`] ops, on distinct items.
     async fn transact(&self, ops: Vec<TxOp>) -> Result<(), StoreError>;
-
-    // The same reads, for callers that decode each item into a row type ([`Stored::decode`]).
-    // An adapter that holds encoded items overrides them to hand those over as they are.
-
-    async fn get_stored(&self, table: &'static TableDef, key: &Key) -> Result<Option<Stored>, StoreError> {
-        Ok(self.get(table, key).await?.map(Stored::Item))
-    }
-    async fn get_batch_stored(&self, keys: &[(&'static TableDef, Key)]) -> Result<Vec<Option<Stored>>, StoreError> {
-        Ok(self.get_batch(keys).await?.into_iter().map(|i| i.map(Stored::Item)).collect())
-    }
-    async fn get_many_stored(&self, table: &'static TableDef, keys: &[Key]) -> Result<Vec<Option<Stored>>, StoreError> {
-        self.get_batch_stored(&of_table(table, keys)).await
-    }
-    async fn query_stored(&self, query: Query) -> Result<Page<Stored>, StoreError> {
-        let page = self.query(query).await?;
-        Ok(Page { items: page.items.into_iter().map(Stored::Item).collect(), cursor: page.cursor })
-    }
 }
 
 /// Keys of one table, as [`Tables::get_batch`] takes them.
