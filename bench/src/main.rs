@@ -217,18 +217,28 @@ async fn cost_model() -> Result<(), String> {
 fn start_moto() -> Result<(String, Option<std::process::Child>), String> {
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/moto_server.py");
-    let child = std::process::Command::new("python3")
-        .arg(script)
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests");
+    // A python3 with moto: python3's own, or the project's (installed into target/ once).
+    let python = std::process::Command::new(format!("{tests}/moto-python"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{tests}/moto-python: {e}"))?;
+    if !python.status.success() {
+        return Err("no python3 with moto (see above), or set IM_MOTO_URL".into());
+    }
+    let python = String::from_utf8_lossy(&python.stdout).trim().to_string();
+    let script = format!("{tests}/moto_server.py");
+    let child = std::process::Command::new(&python)
+        .arg(&script)
         .arg(port.to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("python3 {script}: {e}"))?;
+        .map_err(|e| format!("{python} {script}: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
-            return Err("moto did not start: pip install 'moto[server]', or set IM_MOTO_URL".into());
+            return Err(format!("the moto server ({python}) did not start within 30 s"));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

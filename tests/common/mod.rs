@@ -370,30 +370,35 @@ pub async fn moto_sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
-/// The moto server's URL: given, or started once for this test process.
+/// The moto server's URL: given, or started once for this test process, with the python3
+/// `tests/moto-python` names (which installs moto into `target/moto-venv` when python3 has none).
 pub fn moto_url() -> String {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     URL.get_or_init(|| {
         if let Some(url) = std::env::var("IM_MOTO_URL").ok().filter(|u| !u.is_empty()) {
             return url;
         }
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let python = Command::new(format!("{dir}/tests/moto-python")).output().expect("tests/moto-python");
+        assert!(
+            python.status.success(),
+            "no python3 with moto for the AWS suites (or set IM_MOTO_URL): {}",
+            String::from_utf8_lossy(&python.stderr)
+        );
+        let python = String::from_utf8(python.stdout).expect("a path").trim().to_string();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         // The shell watches this process and stops moto when it is gone.
         let script = format!(
-            "python3 {dir}/tests/moto_server.py {port} >/dev/null 2>&1 & m=$!; \
+            "{python} {dir}/tests/moto_server.py {port} >/dev/null 2>&1 & m=$!; \
              while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
             pid = std::process::id(),
-            dir = env!("CARGO_MANIFEST_DIR")
         );
         // Not waited for: the shell ends by itself once this process is gone.
         #[allow(clippy::zombie_processes)]
         std::process::Command::new("sh").arg("-c").arg(script).spawn().expect("sh");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no moto server: set IM_MOTO_URL, or install it with pip install 'moto[server]'"
-            );
+            assert!(std::time::Instant::now() < deadline, "the moto server ({python}) did not start within 30 s");
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         format!("http://127.0.0.1:{port}")
