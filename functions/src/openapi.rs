@@ -253,6 +253,30 @@ mod tests {
         }
     }
 
+    /// `docs/api.md`, the contract in prose, names every operation of the document as
+    /// `` `METHOD /path` ``, and no operation the document lacks.
+    #[test]
+    fn the_api_guide_names_exactly_the_documents_operations() {
+        let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
+        let doc = document();
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                documented.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        for op in &documented {
+            assert!(guide.contains(&format!("`{op}`")), "docs/api.md does not name `{op}`");
+        }
+        for named in guide.split('`').skip(1).step_by(2) {
+            let Some((method, path)) = named.split_once(' ') else { continue };
+            if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method) && path.starts_with("/v1/") {
+                let op = format!("{method} {}", path.split('?').next().unwrap());
+                assert!(documented.contains(&op), "docs/api.md names `{op}`, which openapi.json lacks");
+            }
+        }
+    }
+
     #[test]
     fn every_route_is_documented_with_its_parameters() {
         let doc = document();
