@@ -1,5 +1,5 @@
 //! `GET /v1/ws`: the local server's WebSocket, which tells a signed-in device that its inbox has
-//! news (the protocol is in README.md, "Live updates").
+//! news (the protocol is in docs/api.md, "Live updates").
 //!
 //! The service's deliveries feed the [`LocalHub`] (the Notify port's local adapter); each
 //! connection here is one subscription to it. A connection only ever reads its own user's

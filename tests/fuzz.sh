@@ -4,7 +4,7 @@
 # following the document's links, with every check but positive_data_acceptance
 # (schemathesis.toml says why). Fails on a 5xx, a response that breaks the schema, or a hang.
 #
-#   bash tests/fuzz.sh            # the bounded pass .ci/run runs (IM_FUZZ_EXAMPLES=25)
+#   bash tests/fuzz.sh            # a bounded pass (25 examples an operation; .ci/run runs 40)
 #   IM_FUZZ_EXAMPLES=300 bash tests/fuzz.sh   # the long pass (about 9,000 requests, 5 minutes)
 #
 # It builds and starts its own server (dev mode, a fresh data directory, a free port).

@@ -4,7 +4,7 @@
 A group commit's sync makes the pages the commit wrote durable, and redb puts those pages
 wherever its allocator has room, so they are scattered over the file. This writes P random
 4 KiB pages of a 200 MiB file (then the same number of contiguous ones, then 16 KiB pages) and
-times the fdatasync after each round: the figures behind the README's "what bounds sends".
+times the fdatasync after each round: the figures behind docs/storage.md, "Why it exists".
 
     python3 bench/scripts/fsync_pages.py [DIR]     # DIR: where the file goes (default: .)
 """

@@ -4,7 +4,7 @@
 //! responses, DynamoDB's rounding: writes per 1 KB, strongly consistent reads per 4 KB,
 //! transactional items double). Search requests are counted at the search port. Each line
 //! stands next to the theoretical minimum for its operation, and the totals become dollars per
-//! million messages at on-demand prices (README, "What a message costs on AWS").
+//! million messages at on-demand prices (docs/performance.md, "What a message costs on AWS").
 
 use crate::measure::round;
 use aws_sdk_dynamodb::config::interceptors::{

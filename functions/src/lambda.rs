@@ -137,7 +137,7 @@ impl LambdaEnv {
 ///
 /// Not `aws_config::load_defaults`: its credential chain (profiles, SSO, web identity, IMDS,
 /// containers) links a whole STS client into every function, for sources a Lambda function
-/// never has, and the functions' zips must stay under 4 MB (README, "Lambda packaging"). The
+/// never has, and the functions' zips must stay under 4 MB (docs/performance.md, "The Lambda package"). The
 /// clients add what this leaves out (HTTP client, retries, timeouts, sleep) from their defaults.
 pub fn sdk_config(var: impl Fn(&str) -> Option<String>) -> Result<aws_config::SdkConfig, String> {
     use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};

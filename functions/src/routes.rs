@@ -198,7 +198,7 @@ declare_routes! {
         ok: {
             201 "the group": Group,
         },
-        errors: [400, 404],
+        errors: [400, 404, 409],
         run: |r, input: CreateGroupInput| reply(S::CREATED, r.svc.create_group(r.caller, input).await?),
     }
 

@@ -486,7 +486,9 @@ fn queue(name: &str, extra: Value) -> Value {
     map([("Type", s("AWS::SQS::Queue")), ("Properties", Value::Mapping(props))])
 }
 
-fn dlq_alarm(dlq: &str, what: &str) -> Value {
+/// An alarm on a dead-letter queue holding anything: `what` failed there, and `cure` says what
+/// to do once its cause is fixed.
+fn dlq_alarm(dlq: &str, what: &str, cure: &str) -> Value {
     map([
         ("Type", s("AWS::CloudWatch::Alarm")),
         (
@@ -494,7 +496,7 @@ fn dlq_alarm(dlq: &str, what: &str) -> Value {
             map([
                 (
                     "AlarmDescription",
-                    s(&format!("{what} failed repeatedly and wait in {dlq}: fix the cause, then redrive")),
+                    s(&format!("{what} failed repeatedly and wait in {dlq}: fix the cause, then {cure}")),
                 ),
                 ("Namespace", s("AWS/SQS")),
                 ("MetricName", s("ApproximateNumberOfMessagesVisible")),
@@ -681,8 +683,9 @@ fn resources() -> Mapping {
         ),
     );
     add(queue_id(INDEX_DLQ), queue(INDEX_DLQ, map([("MessageRetentionPeriod", n(DLQ_RETENTION_SECS))])));
-    add("FanoutDlqAlarm".into(), dlq_alarm(FANOUT_DLQ, "Group fan-out jobs"));
-    add("IndexDlqAlarm".into(), dlq_alarm(INDEX_DLQ, "Search index updates (stream batches)"));
+    add("FanoutDlqAlarm".into(), dlq_alarm(FANOUT_DLQ, "Group fan-out jobs", "redrive"));
+    let reindex = "reindex (im-server reindex with IM_OPENSEARCH_URL)";
+    add("IndexDlqAlarm".into(), dlq_alarm(INDEX_DLQ, "Search index updates (stream batches)", reindex));
     add("SearchDomain".into(), search_domain());
     r
 }

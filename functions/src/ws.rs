@@ -7,7 +7,7 @@
 //! expired. The caller's `sub` is the user. The keys are fetched on the first connection and
 //! again when a token names a key not seen yet (rotation), at most once a minute.
 //!
-//! The protocol is the local server's (README, "Live updates"): a client connects with
+//! The protocol is the local server's (docs/api.md, "Live updates"): a client connects with
 //! `?token=<JWT>`, sends `{"type":"ping"}` and gets `{"type":"pong"}` (the `$default` route's
 //! response), and hears `{"type":"inbox",...}` notices posted by the functions that deliver.
 

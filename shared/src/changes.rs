@@ -1,12 +1,9 @@
 //! The ChangeFeed port: the changes to the tables the schema marks `stream` (the store and meta
-//! tables), in commit order, each as the record its adapter's filter made of it when the change
-//! was written. A consumer reads the oldest records, handles them, and only then forgets them,
-//! so a crash in between hands them over again; a failed write leaves no record.
-//!
-//! It is to the local server what the tables' streams are on AWS, where Lambda itself reads the
-//! streams and hands their records to the indexer function, so that side needs no adapter. The
-//! embedded tables keep their feed in their own file, each record written in the same
-//! transaction as its change ([`crate::tables::embedded`]).
+//! tables), in commit order, each as the record a filter made of it when the change was written.
+//! A consumer reads the oldest records, handles them, and only then forgets them, so a crash in
+//! between hands them over again; a write that failed leaves no record. Its model is a table's
+//! stream of changes: on AWS, Lambda reads the tables' streams itself and hands their records to
+//! the indexer function, so there the service needs no adapter of this port.
 
 use crate::tables::StoreError;
 use async_trait::async_trait;

@@ -73,8 +73,8 @@ const RECORD_MAGIC: u32 = 0x4a52_4d32; // "2MRJ"
 const RECORD_HEAD: usize = 40;
 /// A page's number and length in a record's body.
 const ENTRY_HEAD: usize = 10;
-/// The first version's records (`cb2f744`), still replayed: the same head up to the epoch
-/// (32 bytes), then each page's number and all its bytes.
+/// The first version's records (before trailing zeros were left out), still replayed: the same
+/// head up to the epoch (32 bytes), then each page's number and all its bytes.
 const RECORD_MAGIC_V1: u32 = 0x4a52_4d31; // "1MRJ"
 const RECORD_HEAD_V1: usize = 32;
 

@@ -27,7 +27,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::Deserialize;
 
 /// The index job a change to a row of `table` calls for, as the body of its change feed record:
-/// the filter the tables' change feed is opened with (`RedbTables::with_change_feed`).
+/// the filter the local server's change feed is opened with.
 pub fn index_job_of_change(table: &crate::schema::TableDef, old: Option<&Item>, new: Option<&Item>) -> Option<String> {
     IndexJob::for_change(table.name, old, new).map(|j| serde_json::to_string(&j).expect("jobs serialize"))
 }

@@ -11,7 +11,7 @@
 //! **Why one redb table.** Each redb table is a B-tree of its own, and a commit writes every
 //! page it changed, with the path to each from its table's root. A single chat's send writes
 //! nine tables; keyed apart, they were some thirty pages for one send, scattered over the file,
-//! and the commit's fdatasync pays per scattered page (see the README's benchmark notes). Keyed
+//! and the commit's fdatasync pays per scattered page (see docs/storage.md, "Why it exists"). Keyed
 //! by partition first, the rows one send writes sit together: the conversation's meta, message
 //! and idempotency rows (all by `timeline_id`), and each member's inbox counter, inbox entries,
 //! summary and activity-index entry (all by `user_id`). Every write runs in a redb write

@@ -353,8 +353,6 @@ impl StoreError {
 }
 
 /// The port. Every read is strongly consistent on the base table (index queries may lag on
-/// DynamoDB, as global secondary indexes do).
-/// The port. Every read is strongly consistent on the base table (index queries may lag on
 /// DynamoDB, as global secondary indexes do). Reads return [`Stored`] items, for the caller to
 /// decode.
 #[async_trait]
