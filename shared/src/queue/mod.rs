@@ -26,7 +26,8 @@ pub mod names {
     /// Group fan-out jobs.
     pub const FANOUT: &str = "fanout";
     pub const FANOUT_DLQ: &str = "fanout-dlq";
-    /// Search indexing jobs (the embedded backend; on AWS, table streams feed the indexer).
+    /// Search indexing jobs: those the change feed could not index, to retry, or every one where
+    /// the service is configured to queue them (`Config::index_jobs`).
     pub const INDEX: &str = "index";
     pub const INDEX_DLQ: &str = "index-dlq";
 }
