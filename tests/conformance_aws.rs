@@ -2,8 +2,9 @@
 //! server: the same cases, held to the same behaviour as the embedded adapters.
 //!
 //! The server is `IM_MOTO_URL` (what `.ci/run` starts), or one these tests start on a free
-//! loopback port with `python3 tests/moto_server.py` (moto, with DynamoDB requests serialized
-//! as DynamoDB serializes transactions; `pip install 'moto[server]'`). Tables are
+//! loopback port with `tests/moto_server.py` (moto, with DynamoDB requests serialized as
+//! DynamoDB serializes transactions), run by the python3 `tests/moto-python` names (which
+//! installs moto into `target/moto-venv` if need be). Tables are
 //! created once per run under a fresh prefix and shared by the cases (their keys are unique);
 //! each queue case gets queues of its own.
 

@@ -184,8 +184,8 @@ async fn run(chosen: &[&str]) -> Result<(), String> {
 }
 
 /// `im-bench cost`: the AWS cost model, measured on the moto server at `IM_MOTO_URL`, or on
-/// a fresh one per conversation size started here (`tests/moto_server.py`; pip install
-/// 'moto[server]'). `IM_BENCH_COST_SIZES` (default 2,100,1000) sets the sizes.
+/// a fresh one per conversation size started here (`tests/moto_server.py`, with the python3
+/// `tests/moto-python` names). `IM_BENCH_COST_SIZES` (default 2,100,1000) sets the sizes.
 async fn cost_model() -> Result<(), String> {
     let out_path: String = env_or("IM_BENCH_OUT", "target/im-bench-cost.json".to_string())?;
     let sizes = env_sizes("IM_BENCH_COST_SIZES", "2,100,1000")?;

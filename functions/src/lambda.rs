@@ -69,8 +69,13 @@ fn configured(binary: Binary) -> Result<Function, lambda_runtime::Error> {
         }
     };
     env::init_logging(true);
-    tracing::error!(error = %refusal, "configuration error; the function cannot start");
-    Err(refusal.into())
+    Err(refuse(refusal))
+}
+
+/// A configuration error that stops a cold start, logged: the function never takes an event.
+fn refuse(reason: String) -> lambda_runtime::Error {
+    tracing::error!(error = %reason, "configuration error; the function cannot start");
+    reason.into()
 }
 
 /// A function's configuration, from its environment.
@@ -166,10 +171,7 @@ async fn cold_start() -> Result<(LambdaEnv, Arc<Service>, Arc<OpenSearchSearch>)
         let (service, search) = env.service().await?;
         Ok::<_, String>((env, service, search))
     };
-    started.await.map_err(|e| {
-        tracing::error!(error = %e, "configuration error; the function cannot start");
-        e.into()
-    })
+    started.await.map_err(refuse)
 }
 
 /// An API operation's function: serves `route`.
@@ -327,10 +329,7 @@ pub async fn ws_function(route: &'static str) -> Result<(), lambda_runtime::Erro
             max_per_user: env::parse("IM_WS_MAX_PER_USER", 10)?,
         })
     };
-    let app = Arc::new(started.await.map_err(|e| {
-        tracing::error!(error = %e, "configuration error; the function cannot start");
-        lambda_runtime::Error::from(e)
-    })?);
+    let app = Arc::new(started.await.map_err(refuse)?);
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(crate::ws::ws_event(&app, ev.payload).await) }

@@ -140,6 +140,19 @@ async fn send_fan_out_and_index_through_the_three_kinds_of_event() {
     assert_eq!(groups.items.iter().map(|g| g.group_id.as_str()).collect::<Vec<_>>(), [gid.as_str()]);
 }
 
+/// Each binary the functions name is a `[[bin]]` of the crate, whose `main` is its binary's.
+#[test]
+fn each_binary_is_built_and_runs_its_own_functions() {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let bins: Vec<&str> = manifest.split("[[bin]]").skip(1).map(|b| b.split('"').nth(1).unwrap()).collect();
+    assert_eq!(bins, Binary::ALL.map(Binary::name), "functions/Cargo.toml's [[bin]]s");
+    for (binary, main) in [(Binary::Http, "lambda::http_main()"), (Binary::Events, "lambda::events_main()")] {
+        let path = format!("{}/src/bin/{}.rs", env!("CARGO_MANIFEST_DIR"), binary.name());
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(text.contains(main), "{path} runs {main}");
+    }
+}
+
 /// The binary finds each function by its name, once each; the dev-token route is no function.
 #[test]
 fn every_function_is_found_by_its_name_and_the_dev_route_by_none() {

@@ -3,8 +3,8 @@
 //!
 //! [`routes`] is the route table, the one place an operation is named. [`dispatch::handle`]
 //! takes a request (method, path, query, headers, body bytes) and returns a response; the local
-//! server mounts it for every route, and each Lambda function serves its one route through it
-//! ([`lambda`]).
+//! server mounts it for every route, and each Lambda function serves its one route through
+//! [`dispatch::handle_route`] ([`lambda`]).
 
 pub mod access;
 pub mod auth;

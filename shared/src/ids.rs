@@ -95,6 +95,15 @@ pub fn char_len(s: &str) -> usize {
 mod tests {
     use super::*;
 
+    /// The names rows and answers carry: what serde writes, and what [`ConvKind::as_str`] says.
+    #[test]
+    fn conversation_kinds_are_named_single_and_group() {
+        for (kind, name) in [(ConvKind::Single, "single"), (ConvKind::Group, "group")] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+            assert_eq!(kind.as_str(), name);
+        }
+    }
+
     #[test]
     fn single_id_is_stable_for_the_pair_and_well_formed() {
         let id = single_conversation_id("alice", "bob");

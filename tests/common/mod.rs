@@ -389,7 +389,7 @@ pub fn moto_url() -> String {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         // The shell watches this process and stops moto when it is gone.
         let script = format!(
-            "{python} {dir}/tests/moto_server.py {port} >/dev/null 2>&1 & m=$!; \
+            "'{python}' '{dir}/tests/moto_server.py' {port} >/dev/null 2>&1 & m=$!; \
              while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
             pid = std::process::id(),
         );

@@ -205,7 +205,7 @@ impl Engine {
 }
 
 /// The words of `phrase` in order, the last one as a prefix of a word (at most
-/// [`MAX_PREFIX_EXPANSIONS`] words of the index), as OpenSearch's `match_phrase_prefix`; `None`
+/// [`MAX_PREFIX_EXPANSIONS`] words of each segment), as OpenSearch's `match_phrase_prefix`; `None`
 /// when it has no words. A Chinese, Japanese or Korean character is a word of its own that no
 /// other word starts with, so a query ending in one needs no prefix: the plain phrase is the
 /// same match, without the term dictionary's walk.

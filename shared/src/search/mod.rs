@@ -6,7 +6,8 @@
 //! ("sample arr" finds "the quartzite sample arrived", "rust" finds "Rustaceans"). Chinese,
 //! Japanese and Korean characters are words of one character, so they match by substring as
 //! before. The last word stands for at most [`MAX_PREFIX_EXPANSIONS`] indexed words, as in
-//! OpenSearch's `match_phrase_prefix`.
+//! OpenSearch's `match_phrase_prefix`: the first ones in term order of each tantivy segment, of
+//! each OpenSearch shard, so past that many words with one start the two engines may differ.
 //!
 //! Hits are ordered by `(time desc, tiebreak desc)`, where `tiebreak` is a message's seq, then a
 //! hash of the document id ([`tiebreak`]), so the order is total and a cursor (the last hit's
